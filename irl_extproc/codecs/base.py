@@ -1,0 +1,84 @@
+"""What a codec is, plus the format-independent parts: JSON parsing, write-back, encoding."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any, Protocol
+
+from irl_extproc.conversation import Conversation, JsonPath
+from irl_extproc.invariants.base import Finding
+
+
+class CodecError(ValueError):
+    """A body the codec cannot read. The message is safe to show: it never quotes content."""
+
+
+class Codec(Protocol):
+    name: str
+
+    def decode_request(self, body: Any) -> Conversation: ...
+
+    def decode_response(self, body: Any) -> Conversation: ...
+
+    def error_body(self, status: int, message: str, code: str) -> dict[str, Any]:
+        """The provider's own error shape, so SDKs raise their normal error type."""
+        ...
+
+
+def parse_json(raw: bytes) -> Any:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise CodecError(f"body is not valid UTF-8 (byte {exc.start})") from None
+    if not text.strip():
+        raise CodecError("body is empty")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CodecError(f"body is not valid JSON (line {exc.lineno}, column {exc.colno})") from None
+    except RecursionError:
+        raise CodecError("body JSON is nested too deeply") from None
+
+
+def encode_json(body: Any) -> bytes:
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def require(condition: bool, message: str) -> None:
+    if not condition:
+        raise CodecError(message)
+
+
+def set_at(body: Any, path: JsonPath, value: str) -> None:
+    target = body
+    for part in path[:-1]:
+        target = target[part]
+    target[path[-1]] = value
+
+
+def _non_overlapping(findings: Iterable[Finding]) -> list[Finding]:
+    """Keep the earliest (then longest) span where redactions overlap."""
+    kept: list[Finding] = []
+    for f in sorted(findings, key=lambda f: (f.start or 0, -(f.end or 0))):
+        if not kept or (f.start or 0) >= (kept[-1].end or 0):
+            kept.append(f)
+    return kept
+
+
+def apply_redactions(conversation: Conversation, findings: Iterable[Finding]) -> int:
+    """Write each redaction's replacement into its segment and the body. Returns the count."""
+    by_segment: dict[int, list[Finding]] = {}
+    for f in findings:
+        if f.segment is not None and f.start is not None and f.end is not None and f.replacement is not None:
+            by_segment.setdefault(f.segment, []).append(f)
+    applied = 0
+    for index, segment_findings in by_segment.items():
+        segment = conversation.segments[index]
+        text = segment.text
+        for f in reversed(_non_overlapping(segment_findings)):
+            text = text[: f.start] + (f.replacement or "") + text[f.end :]
+            applied += 1
+        segment.text = text
+        set_at(conversation.body, segment.path, text)
+    return applied

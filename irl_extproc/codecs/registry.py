@@ -1,0 +1,23 @@
+"""Codecs by API format name, and the format a path implies."""
+
+from __future__ import annotations
+
+from irl_extproc.codecs.anthropic_messages import AnthropicMessages
+from irl_extproc.codecs.base import Codec
+from irl_extproc.codecs.openai_chat import OpenAIChat
+
+CODECS: dict[str, Codec] = {c.name: c for c in (OpenAIChat(), AnthropicMessages())}
+
+_PATH_SUFFIXES = {
+    "/chat/completions": "openai-chat",
+    "/messages": "anthropic-messages",
+    "/responses": "openai-responses",
+}
+
+
+def codec_for(api_format: str, path: str) -> Codec | None:
+    """The route's codec; for ``auto``, the one the request path names (None: unknown API)."""
+    if api_format == "auto":
+        clean = path.split("?", 1)[0].rstrip("/")
+        api_format = next((f for suffix, f in _PATH_SUFFIXES.items() if clean.endswith(suffix)), "")
+    return CODECS.get(api_format)

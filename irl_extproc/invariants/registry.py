@@ -1,0 +1,29 @@
+"""The explicit name → invariant registry. Add a line here to add an invariant."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from irl_extproc.invariants import deny_patterns, limits
+from irl_extproc.invariants.base import Invariant, InvariantConfig
+
+
+@dataclass(frozen=True)
+class InvariantType:
+    config: type[InvariantConfig]
+    build: Callable[[Any], Invariant]
+
+
+REGISTRY: dict[str, InvariantType] = {
+    t.config.name: t
+    for t in (
+        InvariantType(deny_patterns.DenyPatternsConfig, deny_patterns.DenyPatterns),
+        InvariantType(limits.LimitsConfig, limits.Limits),
+    )
+}
+
+
+def build(config: InvariantConfig) -> Invariant:
+    return REGISTRY[config.name].build(config)
