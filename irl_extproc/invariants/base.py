@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import ClassVar, Literal, Protocol
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -38,7 +38,22 @@ class Finding:
     replacement: str | None = None  # the text a redaction writes over [start, end)
 
 
-class Invariant(Protocol):
-    """A compiled invariant: built once per policy load, checked per message."""
+@dataclass(slots=True)
+class CheckContext:
+    """Per-stream facts and scratch space shared by the request and response checks."""
 
-    def check(self, conversation: Conversation) -> list[Finding]: ...
+    route_id: str
+    tenant: str | None = None  # from trusted Envoy metadata, never a raw client header
+    request: Conversation | None = None  # on the response side: the request as sent upstream
+    state: dict[str, Any] = field(default_factory=dict)  # per-stream memory, keyed by invariant name
+    client_headers: dict[str, str] = field(default_factory=dict)  # added to the client's response
+
+
+class Invariant(Protocol):
+    """A compiled invariant: built once per policy load, checked per message.
+
+    Optional hook: ``prepare(conversation, context) -> bool`` runs on requests before the
+    checks and may rewrite the body (e.g. adding a canary); it returns True if it did.
+    """
+
+    def check(self, conversation: Conversation, context: CheckContext) -> list[Finding]: ...

@@ -8,7 +8,7 @@ import re2
 from pydantic import Field, field_validator
 
 from irl_extproc.conversation import Conversation, Source
-from irl_extproc.invariants.base import Finding, InvariantConfig
+from irl_extproc.invariants.base import CheckContext, Finding, InvariantConfig
 
 
 def compile_re2(pattern: str) -> re2._Regexp:
@@ -44,7 +44,7 @@ class DenyPatterns:
         self._compiled = [compile_re2(p) for p in config.patterns]
         self._sources: tuple[Source, ...] = tuple(config.sources or ())
 
-    def check(self, conversation: Conversation) -> list[Finding]:
+    def check(self, conversation: Conversation, context: CheckContext) -> list[Finding]:
         findings = []
         for index, segment in conversation.texts(*self._sources):
             for number, regex in enumerate(self._compiled):

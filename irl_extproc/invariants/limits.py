@@ -7,7 +7,7 @@ from typing import ClassVar
 from pydantic import Field
 
 from irl_extproc.conversation import Conversation
-from irl_extproc.invariants.base import Finding, InvariantConfig
+from irl_extproc.invariants.base import CheckContext, Finding, InvariantConfig
 
 
 class LimitsConfig(InvariantConfig):
@@ -28,7 +28,7 @@ class Limits:
         action = "monitor" if self.config.action == "monitor" else "block"
         return Finding(invariant="limits", rule=f"limits.{rule}", action=action, message=message, layer="limit")
 
-    def check(self, conversation: Conversation) -> list[Finding]:
+    def check(self, conversation: Conversation, context: CheckContext) -> list[Finding]:
         c, findings = self.config, []
         chars = conversation.char_count
         if c.max_prompt_chars is not None and chars > c.max_prompt_chars:
