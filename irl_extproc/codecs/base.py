@@ -50,6 +50,16 @@ def require(condition: bool, message: str) -> None:
         raise CodecError(message)
 
 
+def as_dict(value: Any, message: str) -> dict[str, Any]:
+    require(isinstance(value, dict), message)
+    return value  # type: ignore[no-any-return]
+
+
+def as_list(value: Any, message: str) -> list[Any]:
+    require(isinstance(value, list), message)
+    return value  # type: ignore[no-any-return]
+
+
 def set_at(body: Any, path: JsonPath, value: str) -> None:
     target = body
     for part in path[:-1]:

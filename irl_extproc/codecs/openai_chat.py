@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from irl_extproc.codecs.base import require
+from irl_extproc.codecs.base import as_dict, as_list, require
 from irl_extproc.conversation import Conversation, JsonPath, Segment, Source, Usage
 
 _ROLE_SOURCE: dict[str, Source] = {
@@ -35,11 +35,10 @@ def _content_segments(content: Any, source: Source, path: JsonPath, name: str | 
 
 
 def _tool_call_segments(calls: Any, path: JsonPath) -> list[Segment]:
-    require(isinstance(calls, list), "tool_calls must be a list")
     segments = []
-    for i, call in enumerate(calls):
-        function = call.get("function") if isinstance(call, dict) else None
-        require(isinstance(function, dict), "each tool call needs a 'function' object")
+    for i, call in enumerate(as_list(calls, "tool_calls must be a list")):
+        function = as_dict(as_dict(call, "each tool call must be an object").get("function"),
+                           "each tool call needs a 'function' object")
         arguments = function.get("arguments")
         if isinstance(arguments, str):
             segments.append(Segment("tool_call", arguments, (*path, i, "function", "arguments"), function.get("name")))
@@ -98,8 +97,8 @@ class OpenAIChat:
         require(isinstance(choices, list), "'choices' must be a list")
         segments = []
         for i, choice in enumerate(choices):
-            message = choice.get("message") if isinstance(choice, dict) else None
-            require(isinstance(message, dict), "each choice needs a 'message' object")
+            message = as_dict(as_dict(choice, "each choice must be an object").get("message"),
+                              "each choice needs a 'message' object")
             segments += _content_segments(message.get("content"), "assistant", ("choices", i, "message", "content"))
             if message.get("tool_calls") is not None:
                 segments += _tool_call_segments(message["tool_calls"], ("choices", i, "message", "tool_calls"))

@@ -7,7 +7,7 @@ from typing import ClassVar
 from pydantic import Field
 
 from irl_extproc.conversation import Conversation
-from irl_extproc.invariants.base import CheckContext, Finding, InvariantConfig
+from irl_extproc.invariants.base import Action, CheckContext, Finding, InvariantConfig
 
 
 class LimitsConfig(InvariantConfig):
@@ -25,7 +25,7 @@ class Limits:
 
     def _finding(self, rule: str, message: str) -> Finding:
         # Limits cannot be redacted away: a redact action still blocks.
-        action = "monitor" if self.config.action == "monitor" else "block"
+        action: Action = "monitor" if self.config.action == "monitor" else "block"
         return Finding(invariant="limits", rule=f"limits.{rule}", action=action, message=message, layer="limit")
 
     def check(self, conversation: Conversation, context: CheckContext) -> list[Finding]:

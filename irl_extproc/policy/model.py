@@ -43,8 +43,8 @@ def _entry_tag(value: Any) -> str | None:
 
 
 # The union's members come from the registry, so adding an invariant needs no edit here.
-InvariantEntry = Annotated[
-    Union[tuple(Annotated[model, Tag(name)] for name, model in ENTRY_MODELS.items())],  # type: ignore[valid-type]  # noqa: UP007
+InvariantEntry = Annotated[  # type: ignore[valid-type]
+    Union[tuple(Annotated[model, Tag(name)] for name, model in ENTRY_MODELS.items())],  # noqa: UP007
     Discriminator(
         _entry_tag,
         custom_error_type="invariant_entry",

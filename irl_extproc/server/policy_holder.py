@@ -1,0 +1,60 @@
+"""The policy a server is serving, swapped atomically on reload.
+
+An invalid edit is rejected with its precise errors and the last good policy keeps
+serving; streams already running keep the snapshot they started with.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from pathlib import Path
+
+from irl_extproc.engine import CompiledPolicy
+from irl_extproc.policy.load import PolicyError, load_policy
+
+log = logging.getLogger("irl.policy")
+
+
+class PolicyHolder:
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.current = CompiledPolicy.compile(load_policy(self.path))  # startup: errors are fatal
+        self._stamp = self._file_stamp()
+        self.last_error: str | None = None
+
+    def _file_stamp(self) -> tuple[int, int] | None:
+        try:
+            stat = os.stat(self.path)
+        except OSError:
+            return None
+        return (stat.st_mtime_ns, stat.st_size)
+
+    def reload(self) -> bool:
+        """Load the file again; True if a new policy is now serving."""
+        try:
+            loaded = load_policy(self.path)
+            if loaded.version == self.current.version:
+                return False
+            compiled = CompiledPolicy.compile(loaded)
+        except PolicyError as exc:
+            self.last_error = str(exc)
+            log.error("policy reload rejected, still serving %s:\n%s", self.current.version[:12], exc)
+            return False
+        except Exception as exc:  # noqa: BLE001 - a failing invariant constructor must not stop serving
+            self.last_error = f"{type(exc).__name__} while compiling the policy"
+            log.exception("policy reload rejected, still serving %s", self.current.version[:12])
+            return False
+        self.current, self.last_error = compiled, None
+        log.info("policy %s now serving (%s)", compiled.version[:12], self.path)
+        return True
+
+    async def watch(self, interval: float = 0.5) -> None:
+        """Poll the file (portable; no inotify dependency) and reload when it changes."""
+        while True:
+            await asyncio.sleep(interval)
+            stamp = self._file_stamp()
+            if stamp is not None and stamp != self._stamp:
+                self._stamp = stamp
+                self.reload()
