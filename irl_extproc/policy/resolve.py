@@ -97,7 +97,12 @@ def resolve_routes(document: PolicyDocument) -> list[ResolvedRoute]:
 
 
 def _resolve(document: PolicyDocument, service_name: str, service: Service, route: Route) -> ResolvedRoute:
-    sentinel = merge(merge(document.defaults.sentinel, service.sentinel), route.sentinel)
+    defaults = document.defaults.sentinel
+    sentinel = merge(merge(defaults, service.sentinel), route.sentinel)
+    if service.sentinel is None and route.sentinel is None and not (defaults and (defaults.request or defaults.response)):
+        # Default settings alone do not put IRL in a route's path: a sentinel block must
+        # appear on the service or route, or the defaults must carry invariants.
+        sentinel = None
     resilience = merge(merge(document.defaults.resilience, service.resilience), route.resilience)
     return ResolvedRoute(
         service=service_name,
