@@ -32,7 +32,9 @@ def chat(text: str, model: str = "gpt-4o-mini") -> dict[str, Any]:
 
 def completion(text: str) -> dict[str, Any]:
     return {
-        "id": "c1", "object": "chat.completion", "model": "gpt-4o-mini",
+        "id": "c1",
+        "object": "chat.completion",
+        "model": "gpt-4o-mini",
         "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
         "usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7},
     }

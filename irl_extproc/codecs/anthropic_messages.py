@@ -7,8 +7,14 @@ from typing import Any
 from irl_extproc.codecs.base import require
 from irl_extproc.conversation import Conversation, JsonPath, Segment, Source, Usage
 
-_ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-                404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error"}
+_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+}
 
 
 def _blocks(content: Any, source: Source, path: JsonPath) -> list[Segment]:
@@ -58,12 +64,14 @@ class AnthropicMessages:
             require(isinstance(message, dict), "each message must be an object")
             role = message.get("role")
             require(role in ("user", "assistant"), f"message role {role!r} is not a Messages role")
-            segments += _blocks(message.get("content"), "user" if role == "user" else "assistant",
-                                ("messages", i, "content"))
+            segments += _blocks(
+                message.get("content"), "user" if role == "user" else "assistant", ("messages", i, "content")
+            )
         for i, tool in enumerate(body.get("tools") or []):
             if isinstance(tool, dict) and isinstance(tool.get("description"), str):
-                segments.append(Segment("tool_definition", tool["description"], ("tools", i, "description"),
-                                        tool.get("name")))
+                segments.append(
+                    Segment("tool_definition", tool["description"], ("tools", i, "description"), tool.get("name"))
+                )
         max_tokens = body.get("max_tokens")
         return Conversation(
             direction="request",

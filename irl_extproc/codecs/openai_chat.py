@@ -37,8 +37,10 @@ def _content_segments(content: Any, source: Source, path: JsonPath, name: str | 
 def _tool_call_segments(calls: Any, path: JsonPath) -> list[Segment]:
     segments = []
     for i, call in enumerate(as_list(calls, "tool_calls must be a list")):
-        function = as_dict(as_dict(call, "each tool call must be an object").get("function"),
-                           "each tool call needs a 'function' object")
+        function = as_dict(
+            as_dict(call, "each tool call must be an object").get("function"),
+            "each tool call needs a 'function' object",
+        )
         arguments = function.get("arguments")
         if isinstance(arguments, str):
             segments.append(Segment("tool_call", arguments, (*path, i, "function", "arguments"), function.get("name")))
@@ -64,8 +66,12 @@ def _tool_definition_segments(tools: Any) -> list[Segment]:
         function = tool.get("function") if isinstance(tool, dict) else None
         if isinstance(function, dict) and isinstance(function.get("description"), str):
             segments.append(
-                Segment("tool_definition", function["description"], ("tools", i, "function", "description"),
-                        function.get("name"))
+                Segment(
+                    "tool_definition",
+                    function["description"],
+                    ("tools", i, "function", "description"),
+                    function.get("name"),
+                )
             )
     return segments
 
@@ -97,8 +103,9 @@ class OpenAIChat:
         require(isinstance(choices, list), "'choices' must be a list")
         segments = []
         for i, choice in enumerate(choices):
-            message = as_dict(as_dict(choice, "each choice must be an object").get("message"),
-                              "each choice needs a 'message' object")
+            message = as_dict(
+                as_dict(choice, "each choice must be an object").get("message"), "each choice needs a 'message' object"
+            )
             segments += _content_segments(message.get("content"), "assistant", ("choices", i, "message", "content"))
             if message.get("tool_calls") is not None:
                 segments += _tool_call_segments(message["tool_calls"], ("choices", i, "message", "tool_calls"))
@@ -109,7 +116,9 @@ class OpenAIChat:
             body=body,
             segments=segments,
             model=body.get("model") if isinstance(body.get("model"), str) else None,
-            usage=Usage(usage.get("prompt_tokens"), usage.get("completion_tokens")) if isinstance(usage, dict) else None,
+            usage=Usage(usage.get("prompt_tokens"), usage.get("completion_tokens"))
+            if isinstance(usage, dict)
+            else None,
         )
 
     def error_body(self, status: int, message: str, code: str) -> dict[str, Any]:

@@ -49,8 +49,20 @@ def _supervise(args: argparse.Namespace) -> int:
     """Start one single-process server per port and pass signals on to them."""
     children = []
     for i in range(args.workers):
-        argv = [sys.executable, "-m", "irl_extproc.cli", "serve", "--policy", str(args.policy),
-                "--host", args.host, "--port", str(args.port + i), "--log-level", args.log_level]
+        argv = [
+            sys.executable,
+            "-m",
+            "irl_extproc.cli",
+            "serve",
+            "--policy",
+            str(args.policy),
+            "--host",
+            args.host,
+            "--port",
+            str(args.port + i),
+            "--log-level",
+            args.log_level,
+        ]
         if args.ready_file:
             argv += ["--ready-file", f"{args.ready_file}.{i}"]
         children.append(subprocess.Popen(argv))

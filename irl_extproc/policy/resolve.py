@@ -8,8 +8,17 @@ from typing import Literal, TypeVar
 from pydantic import BaseModel
 
 from irl_extproc.invariants.base import InvariantConfig
-from irl_extproc.policy.load import Problem, PolicyError
-from irl_extproc.policy.model import ApiFormat, Match, PolicyDocument, Route, Sentinel, Service, Upstream, entry_config
+from irl_extproc.policy.load import PolicyError, Problem
+from irl_extproc.policy.model import (
+    ApiFormat,
+    Match,
+    PolicyDocument,
+    Route,
+    Sentinel,
+    Service,
+    Upstream,
+    entry_config,
+)
 from irl_extproc.policy.resilience import Resilience
 
 M = TypeVar("M", bound=BaseModel)
@@ -99,7 +108,11 @@ def resolve_routes(document: PolicyDocument) -> list[ResolvedRoute]:
 def _resolve(document: PolicyDocument, service_name: str, service: Service, route: Route) -> ResolvedRoute:
     defaults = document.defaults.sentinel
     sentinel = merge(merge(defaults, service.sentinel), route.sentinel)
-    if service.sentinel is None and route.sentinel is None and not (defaults and (defaults.request or defaults.response)):
+    if (
+        service.sentinel is None
+        and route.sentinel is None
+        and not (defaults and (defaults.request or defaults.response))
+    ):
         # Default settings alone do not put IRL in a route's path: a sentinel block must
         # appear on the service or route, or the defaults must carry invariants.
         sentinel = None
@@ -127,8 +140,7 @@ def check_semantics(document: PolicyDocument, source: str) -> None:
                         source,
                         None,
                         f"services.{service_name}.routes[{index}].name",
-                        f"route name {name!r} is already used by routes[{seen[name]}]; give each route a "
-                        "unique 'name'",
+                        f"route name {name!r} is already used by routes[{seen[name]}]; give each route a unique 'name'",
                     )
                 )
             seen[name] = index

@@ -35,16 +35,21 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
     def __init__(self, holder: PolicyHolder) -> None:
         self.holder = holder
 
-    async def Process(  # noqa: N802 - the gRPC method name
+    async def Process(
         self,
         request_iterator: AsyncIterator[ep.ProcessingRequest],
         context: grpc.aio.ServicerContext[ep.ProcessingRequest, ep.ProcessingResponse],
-    ) -> AsyncIterator[ep.ProcessingResponse]:
-        processor = StreamProcessor(self.holder.current, route_id_from(context))
-        async for request in request_iterator:
-            response = await processor.handle(request)
-            if response is not None:
-                yield response
+    ) -> None:
+        # read()/write() rather than an async generator: the processor may also send on its
+        # own (a streaming hold-back window released by time), through the same context.
+        processor = StreamProcessor(self.holder.current, route_id_from(context), send=context.write)
+        try:
+            while (request := await context.read()) != grpc.aio.EOF:
+                response = await processor.handle(request)
+                if response is not None:
+                    await context.write(response)
+        finally:
+            await processor.close()
 
 
 def server_options() -> list[tuple[str, int]]:
@@ -75,7 +80,7 @@ async def serve(policy_path: Path, address: str, *, ready_file: Path | None = No
     server, health_servicer, port = await start_server(holder, address)
     log.info("irl ext_proc listening on %s (port %d), policy %s", address, port, holder.current.version[:12])
     if ready_file is not None:
-        ready_file.write_text(str(port))
+        ready_file.write_text(str(port))  # noqa: ASYNC240 - once, before serving
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

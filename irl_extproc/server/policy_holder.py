@@ -42,7 +42,7 @@ class PolicyHolder:
             self.last_error = str(exc)
             log.error("policy reload rejected, still serving %s:\n%s", self.current.version[:12], exc)
             return False
-        except Exception as exc:  # noqa: BLE001 - a failing invariant constructor must not stop serving
+        except Exception as exc:
             self.last_error = f"{type(exc).__name__} while compiling the policy"
             log.exception("policy reload rejected, still serving %s", self.current.version[:12])
             return False

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import traceback
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -18,7 +19,15 @@ from irl_extproc.codecs.base import Codec, CodecError, encode_json, parse_json
 from irl_extproc.codecs.registry import CODECS, codec_for
 from irl_extproc.conversation import Conversation, Direction
 from irl_extproc.decision import Decision
-from irl_extproc.engine import CompiledInvariant, CompiledPolicy, CompiledRoute, decode, evaluate, prepare, redact
+from irl_extproc.engine import (
+    CompiledInvariant,
+    CompiledPolicy,
+    CompiledRoute,
+    decode,
+    evaluate,
+    prepare,
+    redact,
+)
 from irl_extproc.invariants.base import CheckContext
 from irl_extproc.server import responses
 from irl_extproc.server.bodies import DECODABLE, BodyBuffer, BodyTooLarge, UndecodableBody, decode_content
@@ -72,9 +81,17 @@ def _headers(http_headers: ep.HttpHeaders) -> dict[str, str]:
     }
 
 
+Send = Callable[[ep.ProcessingResponse], Awaitable[None]]
+
+
+async def _no_send(_: ep.ProcessingResponse) -> None:
+    raise RuntimeError("this processor was built without a send channel")
+
+
 class StreamProcessor:
-    def __init__(self, policy: CompiledPolicy, route_id: str | None) -> None:
+    def __init__(self, policy: CompiledPolicy, route_id: str | None, send: Send = _no_send) -> None:
         self.policy = policy  # a snapshot: a reload never changes a stream half-way
+        self.send = send  # for replies not triggered by a request (e.g. a timed stream release)
         self.route: CompiledRoute | None = policy.routes.get(route_id or "")
         self.route_id = route_id or "<none>"
         self.context = CheckContext(route_id=self.route_id)
@@ -100,6 +117,10 @@ class StreamProcessor:
         except Exception as exc:  # noqa: BLE001 - any bug becomes the policy's fail behaviour
             return self._internal_error(phase, exc)
         return result
+
+    async def close(self) -> None:
+        """The stream ended (normally, or Envoy closed it early): release per-stream state."""
+        self.context.state.clear()
 
     # -- phases -----------------------------------------------------------------------------
 
@@ -128,7 +149,8 @@ class StreamProcessor:
         self.codec = codec_for(sentinel.format, self.path)
         if self.codec is None:
             raise Reject(
-                404, "irl_unknown_api",
+                404,
+                "irl_unknown_api",
                 f"IRL cannot read requests to {self.path.split('?')[0]!r}: unknown LLM API format; "
                 "set sentinel.format on this route",
             )
@@ -210,7 +232,9 @@ class StreamProcessor:
         try:
             side.buffer.add(body.body, end_of_stream=body.end_of_stream)
         except BodyTooLarge:
-            raise Reject(413, "irl_body_too_large", f"{side.direction} body exceeds {side.buffer.limit} bytes") from None
+            raise Reject(
+                413, "irl_body_too_large", f"{side.direction} body exceeds {side.buffer.limit} bytes"
+            ) from None
         if not body.end_of_stream:
             if side.body_mode == FULL_DUPLEX:
                 return None
@@ -291,13 +315,21 @@ class StreamProcessor:
         body = codec.error_body(status, message, f"irl_{finding.invariant}")
         headers = self._error_headers("block", finding.rule)
         headers["x-irl-invariant"] = finding.invariant
-        return self._with_metadata(responses.immediate(status, body, headers=headers, details=f"irl_block:{finding.rule}"))
+        return self._with_metadata(
+            responses.immediate(status, body, headers=headers, details=f"irl_block:{finding.rule}")
+        )
 
     def _reject(self, phase: str, reject: Reject) -> ep.ProcessingResponse:
         """Bad input: fail_open passes it on flagged; fail_closed answers with a clear error."""
         fail_open = self._on_error() == "fail_open"
-        log.warning("route=%s request_id=%s phase=%s %s (%s)", self.route_id, self.request_id, phase, reject.code,
-                    "passed unchecked: fail_open" if fail_open else "refused: fail_closed")
+        log.warning(
+            "route=%s request_id=%s phase=%s %s (%s)",
+            self.route_id,
+            self.request_id,
+            phase,
+            reject.code,
+            "passed unchecked: fail_open" if fail_open else "refused: fail_closed",
+        )
         if fail_open:
             self.outcome.flags.append(f"unchecked:{reject.code}")
             return self._with_metadata(self._pass_unchecked(phase, reject.code))
@@ -320,8 +352,13 @@ class StreamProcessor:
 
     def _internal_error(self, phase: str, exc: Exception) -> ep.ProcessingResponse:
         # Exception text may quote content, so only its type and the code path are logged.
-        log.error("route=%s phase=%s internal error %s\n%s", self.route_id, phase, type(exc).__name__,
-                  "".join(traceback.format_tb(exc.__traceback__)))
+        log.error(
+            "route=%s phase=%s internal error %s\n%s",
+            self.route_id,
+            phase,
+            type(exc).__name__,
+            "".join(traceback.format_tb(exc.__traceback__)),
+        )
         return self._reject(phase, Reject(500, "irl_internal_error", "IRL failed to evaluate this message"))
 
     def _on_error(self) -> Literal["fail_open", "fail_closed"]:
@@ -332,8 +369,11 @@ class StreamProcessor:
 
     def _with_metadata(self, response: ep.ProcessingResponse) -> ep.ProcessingResponse:
         o = self.outcome
-        values: dict[str, Any] = {"route": self.route_id, "decision": o.verdict,
-                                  "policy_version": self.policy.version[:12]}
+        values: dict[str, Any] = {
+            "route": self.route_id,
+            "decision": o.verdict,
+            "policy_version": self.policy.version[:12],
+        }
         if o.rules:
             values["rules"] = ",".join(sorted(set(o.rules)))
         if o.flags:

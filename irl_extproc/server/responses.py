@@ -72,9 +72,7 @@ def streamed_body(phase: str, body: bytes, *, end_of_stream: bool) -> ep.Process
     return continue_response(phase, common)
 
 
-def immediate(
-    status: int, body: Any, *, headers: Headers | None = None, details: str = "irl"
-) -> ep.ProcessingResponse:
+def immediate(status: int, body: Any, *, headers: Headers | None = None, details: str = "irl") -> ep.ProcessingResponse:
     """Answer the client now with a JSON body (never formatted by hand)."""
     all_headers = {"content-type": "application/json", **(headers or {})}
     response = ep.ProcessingResponse()

@@ -44,7 +44,9 @@ async def test_clean_request_continues_unchanged(server: Server) -> None:
 
 
 async def test_deny_pattern_blocks_with_openai_error_shape(server: Server) -> None:
-    _, reply = await exchange(server, "chat/chat", request_headers(), body("request_body", chat("about PROJECT  Bluebird")))
+    _, reply = await exchange(
+        server, "chat/chat", request_headers(), body("request_body", chat("about PROJECT  Bluebird"))
+    )
     immediate = reply.immediate_response
     assert immediate.status.code == 403
     error = json.loads(immediate.body)["error"]
@@ -57,8 +59,12 @@ async def test_deny_pattern_blocks_with_openai_error_shape(server: Server) -> No
 
 
 async def test_anthropic_route_blocks_with_anthropic_error_shape(server: Server) -> None:
-    request = {"model": "claude-3-5-haiku", "max_tokens": 10, "system": "project bluebird is secret",
-               "messages": [{"role": "user", "content": "hi"}]}
+    request = {
+        "model": "claude-3-5-haiku",
+        "max_tokens": 10,
+        "system": "project bluebird is secret",
+        "messages": [{"role": "user", "content": "hi"}],
+    }
     _, reply = await exchange(server, "chat/messages", request_headers("/v1/messages"), body("request_body", request))
     payload = json.loads(reply.immediate_response.body)
     assert payload["type"] == "error"
@@ -66,8 +72,9 @@ async def test_anthropic_route_blocks_with_anthropic_error_shape(server: Server)
 
 
 async def test_redaction_rewrites_body_and_content_length(server: Server) -> None:
-    _, reply = await exchange(server, "chat/chat", request_headers(),
-                              body("request_body", chat("my ssn is 123-45-6789, thanks")))
+    _, reply = await exchange(
+        server, "chat/chat", request_headers(), body("request_body", chat("my ssn is 123-45-6789, thanks"))
+    )
     common = reply.request_body.response
     new_body = common.body_mutation.body
     assert json.loads(new_body)["messages"][0]["content"] == "my ssn is [SSN], thanks"
@@ -77,8 +84,10 @@ async def test_redaction_rewrites_body_and_content_length(server: Server) -> Non
 async def test_response_redaction(server: Server) -> None:
     secret = "sk-" + "a1B2" * 6
     replies = await exchange(
-        server, "chat/chat",
-        request_headers(), body("request_body", chat("hi")),
+        server,
+        "chat/chat",
+        request_headers(),
+        body("request_body", chat("hi")),
         headers("response_headers", {":status": "200", "content-type": "application/json"}),
         body("response_body", completion(f"the key is {secret}")),
     )
@@ -112,15 +121,17 @@ async def test_empty_body_is_refused_at_the_headers(server: Server) -> None:
 
 async def test_gzip_body_is_decoded_and_checked(server: Server) -> None:
     raw = gzip.compress(json.dumps(chat("tell me about project bluebird")).encode())
-    _, reply = await exchange(server, "chat/chat", request_headers(**{"content-encoding": "gzip"}),
-                              body("request_body", raw))
+    _, reply = await exchange(
+        server, "chat/chat", request_headers(**{"content-encoding": "gzip"}), body("request_body", raw)
+    )
     assert reply.immediate_response.status.code == 403
 
 
 async def test_gzip_redaction_sends_plain_json(server: Server) -> None:
     raw = gzip.compress(json.dumps(chat("ssn 123-45-6789")).encode())
-    _, reply = await exchange(server, "chat/chat", request_headers(**{"content-encoding": "gzip"}),
-                              body("request_body", raw))
+    _, reply = await exchange(
+        server, "chat/chat", request_headers(**{"content-encoding": "gzip"}), body("request_body", raw)
+    )
     common = reply.request_body.response
     assert "content-encoding" in common.header_mutation.remove_headers
     assert b"[SSN]" in common.body_mutation.body
@@ -128,8 +139,9 @@ async def test_gzip_redaction_sends_plain_json(server: Server) -> None:
 
 async def test_gzip_bomb_is_refused(server: Server) -> None:
     bomb = gzip.compress(b'{"messages": "' + b"a" * (10 << 20) + b'"}')
-    _, reply = await exchange(server, "chat/chat", request_headers(**{"content-encoding": "gzip"}),
-                              body("request_body", bomb))
+    _, reply = await exchange(
+        server, "chat/chat", request_headers(**{"content-encoding": "gzip"}), body("request_body", bomb)
+    )
     assert reply.immediate_response.status.code == 413
 
 
@@ -156,8 +168,9 @@ async def test_unknown_api_path_gets_a_clear_404(server: Server) -> None:
 
 
 async def test_auto_format_reads_known_paths(server: Server) -> None:
-    _, reply = await exchange(server, "chat/auto", request_headers("/v2/chat/completions"),
-                              body("request_body", chat("project bluebird")))
+    _, reply = await exchange(
+        server, "chat/auto", request_headers("/v2/chat/completions"), body("request_body", chat("project bluebird"))
+    )
     assert reply.immediate_response.status.code == 403
 
 
@@ -168,15 +181,17 @@ async def test_fail_open_passes_bad_input_flagged(server: Server) -> None:
 
 
 async def test_monitor_mode_records_but_passes(server: Server) -> None:
-    _, reply = await exchange(server, "chat/monitor", request_headers("/v1/monitor"),
-                              body("request_body", chat("project bluebird")))
+    _, reply = await exchange(
+        server, "chat/monitor", request_headers("/v1/monitor"), body("request_body", chat("project bluebird"))
+    )
     assert reply.WhichOneof("response") == "request_body"
     assert irl_metadata(reply)["decision"] == "monitor:block"
 
 
 async def test_model_limit_blocks(server: Server) -> None:
-    _, reply = await exchange(server, "chat/chat", request_headers(),
-                              body("request_body", chat("hi", model="gpt-5-huge")))
+    _, reply = await exchange(
+        server, "chat/chat", request_headers(), body("request_body", chat("hi", model="gpt-5-huge"))
+    )
     assert header_map(reply.immediate_response.headers)["x-irl-rule"] == "limits.allowed_models"
 
 
@@ -189,7 +204,10 @@ async def test_streams_without_a_known_route_fail_closed(server: Server, route: 
 
 async def test_upstream_error_status_skips_response_body_inspection(server: Server) -> None:
     replies = await exchange(
-        server, "chat/chat", request_headers(), body("request_body", chat("hi")),
+        server,
+        "chat/chat",
+        request_headers(),
+        body("request_body", chat("hi")),
         headers("response_headers", {":status": "500", "content-type": "application/json"}),
     )
     assert replies[2].mode_override.response_body_mode == 0 + 0  # NONE

@@ -41,7 +41,8 @@ def test_unknown_invariant_lists_valid_names(tmp_path: Path) -> None:
     text = HEAD + "        sentinel:\n          request:\n            - prompt_injektion: {}\n"
     (message,) = problems(tmp_path, text)
     assert message.startswith("p.yaml:9: services.chat.routes[0].sentinel.request[0]: each invariant is a one-key")
-    assert "deny_patterns" in message and "limits" in message
+    assert "deny_patterns" in message
+    assert "limits" in message
 
 
 def test_invalid_re2_pattern_names_the_pattern(tmp_path: Path) -> None:
@@ -86,20 +87,31 @@ def test_json_policy_is_accepted_with_the_same_model(tmp_path: Path) -> None:
     path = tmp_path / "invariant.json"
     document = {
         "version": 1,
-        "services": {"chat": {"upstream": {"address": "127.0.0.1", "port": 8080},
-                              "routes": [{"match": {"prefix": "/v1/chat/completions"},
-                                          "sentinel": {"request": [{"limits": {"max_prompt_chars": 10}}]}}]}},
+        "services": {
+            "chat": {
+                "upstream": {"address": "127.0.0.1", "port": 8080},
+                "routes": [
+                    {
+                        "match": {"prefix": "/v1/chat/completions"},
+                        "sentinel": {"request": [{"limits": {"max_prompt_chars": 10}}]},
+                    }
+                ],
+            }
+        },
     }
     path.write_text(json.dumps(document, indent=2))
     (route,) = resolve_routes(load_policy(path).document)
     assert route.id == "chat/v1-chat-completions"
-    assert route.sentinel is not None and route.sentinel.request[0].name == "limits"
+    assert route.sentinel is not None
+    assert route.sentinel.request[0].name == "limits"
 
 
 def test_json_errors_have_lines_too(tmp_path: Path) -> None:
     text = json.dumps({"version": 1, "services": {"chat": {"upstream": {"address": "x", "port": 0}}}}, indent=2)
     (message,) = problems(tmp_path, text, "invariant.json")
-    assert message.startswith("invariant.json:7: services.chat.upstream.port: Input should be greater than or equal to 1")
+    assert message.startswith(
+        "invariant.json:7: services.chat.upstream.port: Input should be greater than or equal to 1"
+    )
 
 
 def test_merge_order_defaults_service_route(tmp_path: Path) -> None:
@@ -113,14 +125,17 @@ def test_merge_order_defaults_service_route(tmp_path: Path) -> None:
         "      - match: {prefix: /b}\n"
     )
     a, b = resolve_routes(load_policy(path).document)
-    assert a.sentinel is not None and b.sentinel is not None
+    assert a.sentinel is not None
+    assert b.sentinel is not None
     assert (a.sentinel.mode, a.sentinel.on_error, a.sentinel.block_status) == ("enforce", "fail_closed", 451)
     assert (b.sentinel.mode, b.sentinel.on_error) == ("monitor", "fail_closed")
 
 
 def test_defaults_alone_do_not_put_irl_in_a_route(tmp_path: Path) -> None:
     path = tmp_path / "p.yaml"
-    path.write_text("version: 1\ndefaults: {sentinel: {mode: monitor}}\n"
-                    "services:\n  web:\n    upstream: {address: example.com, port: 443, tls: true}\n")
+    path.write_text(
+        "version: 1\ndefaults: {sentinel: {mode: monitor}}\n"
+        "services:\n  web:\n    upstream: {address: example.com, port: 443, tls: true}\n"
+    )
     (route,) = resolve_routes(load_policy(path).document)
     assert route.sentinel is None
