@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from irl_extproc.conversation import Conversation
+from irl_extproc.conversation import Conversation, JsonPath
 
 Action = Literal["block", "redact", "monitor"]
 Layer = Literal["pattern", "validator", "heuristic", "classifier", "limit", "schema", "context"]
+BodyEdit = tuple[JsonPath, int | str | bool]  # set this top-level-relative body field to this value
 
 
 class InvariantConfig(BaseModel):
@@ -36,6 +38,8 @@ class Finding:
     start: int | None = None
     end: int | None = None
     replacement: str | None = None  # the text a redaction writes over [start, end)
+    status: int | None = None  # HTTP status of a block (429: budget/loop); None: the route's block_status
+    edit: BodyEdit | None = None  # a redact-action change to a non-text field (max_tokens cap, model rewrite)
 
 
 @dataclass(slots=True)
@@ -44,6 +48,7 @@ class CheckContext:
 
     route_id: str
     tenant: str | None = None  # from trusted Envoy metadata, never a raw client header
+    identity: dict[str, str] = field(default_factory=dict)  # trusted principals: tenant, api_key, team
     request: Conversation | None = None  # on the response side: the request as sent upstream
     state: dict[str, Any] = field(default_factory=dict)  # per-stream memory, keyed by invariant name
     client_headers: dict[str, str] = field(default_factory=dict)  # added to the client's response
@@ -57,3 +62,41 @@ class Invariant(Protocol):
     """
 
     def check(self, conversation: Conversation, context: CheckContext) -> list[Finding]: ...
+
+
+class AsyncInvariant(Protocol):
+    """An invariant that needs I/O (shared budget or loop counters).
+
+    On the request side the processor awaits ``check_async`` *instead of* ``check``
+    (``check`` stays the offline, state-free part used by ``irl check``).
+    """
+
+    async def check_async(self, conversation: Conversation, context: CheckContext) -> list[Finding]: ...
+
+
+class Settling(Protocol):
+    """A request-side invariant that must hear how the exchange ended (e.g. to charge usage).
+
+    The processor calls ``settle(response, context, completed=True)`` with the decoded
+    response (streamed ones included, with their usage), and once more from its stream
+    clean-up with ``response=None`` and ``completed`` = the upstream answered 2xx. Only the
+    first call counts; ``completed=False`` releases what the request side held.
+    """
+
+    async def settle(self, response: Conversation | None, context: CheckContext, *, completed: bool) -> None: ...
+
+
+def apply_edits(conversation: Conversation, findings: Iterable[Finding]) -> int:
+    """Write each finding's ``edit`` into the body (creating objects on the way). Returns the count."""
+    applied = 0
+    for finding in findings:
+        if finding.edit is None or not isinstance(conversation.body, dict):
+            continue
+        path, value = finding.edit
+        target: Any = conversation.body
+        for part in path[:-1]:
+            target = target.setdefault(part, {}) if isinstance(target, dict) else None
+        if isinstance(target, dict):
+            target[path[-1]] = value
+            applied += 1
+    return applied
