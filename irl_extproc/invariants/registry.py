@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from irl_extproc.invariants import deny_patterns, limits
+from irl_extproc.invariants import deny_patterns, limits, pii
 from irl_extproc.invariants.base import Invariant, InvariantConfig
 
 
@@ -21,6 +21,7 @@ REGISTRY: dict[str, InvariantType] = {
     for t in (
         InvariantType(deny_patterns.DenyPatternsConfig, deny_patterns.DenyPatterns),
         InvariantType(limits.LimitsConfig, limits.Limits),
+        InvariantType(pii.PiiConfig, pii.Pii),
     )
 }
 

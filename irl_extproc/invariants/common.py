@@ -1,0 +1,56 @@
+"""Pieces several invariants share: the `sources` scope and the per-invariant score record."""
+
+from __future__ import annotations
+
+from pydantic import Field, model_validator
+
+from irl_extproc.conversation import Conversation, Segment, Source
+from irl_extproc.invariants.base import CheckContext, InvariantConfig
+from irl_extproc.masking import DEFAULT_KEY_ENV, Masker, Strategy, hash_key_from_env
+
+SCORES_KEY = "scores"  # context.state[SCORES_KEY][invariant name] = highest score seen
+
+
+class ScopedConfig(InvariantConfig):
+    """An invariant that scans text segments, optionally only some parts of the traffic."""
+
+    sources: list[Source] | None = Field(
+        None, min_length=1, description="only scan these parts, e.g. [user, tool_result] (default: all)"
+    )
+
+
+def scoped_texts(conversation: Conversation, sources: list[Source] | None) -> list[tuple[int, Segment]]:
+    return conversation.texts(*(sources or ()))
+
+
+def record_score(context: CheckContext, invariant: str, score: float) -> None:
+    """Remember an invariant's highest score in this stream, findings or not (for `irl check`)."""
+    scores: dict[str, float] = context.state.setdefault(SCORES_KEY, {})
+    scores[invariant] = max(score, scores.get(invariant, 0.0))
+
+
+class MaskedConfig(ScopedConfig):
+    """A detector whose `redact` action masks values (PII, secrets)."""
+
+    redaction: Strategy = Field(
+        "placeholder", description="placeholder ([EMAIL_1]), partial (****1234), hash (keyed HMAC) or remove"
+    )
+    restore: bool = Field(
+        False, description="reversible masking: put the originals back into this stream's response "
+        "(placeholder redaction only; the mapping lives in the stream's memory and is never logged)",
+    )
+    hash_key_env: str = Field(DEFAULT_KEY_ENV, description="environment variable holding the key for hash")
+
+    @model_validator(mode="after")
+    def _restore_needs_placeholders(self) -> MaskedConfig:
+        if self.restore and self.redaction != "placeholder":
+            raise ValueError(
+                f"restore: true needs redaction: placeholder (got {self.redaction!r}); "
+                "partial, hashed or removed values cannot be put back"
+            )
+        return self
+
+
+def masker_for(config: MaskedConfig) -> Masker:
+    key = hash_key_from_env(config.hash_key_env) if config.redaction == "hash" else None
+    return Masker(config.redaction, reversible=config.restore, hash_key=key)
