@@ -17,16 +17,20 @@ COMMAND_MODULES = (
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """All subcommands, or just ``only``: `irl serve` need not import the renderer or detectors."""
     parser = argparse.ArgumentParser(prog="irl", description="Integration Resilience Layer")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
-        importlib.import_module(f"irl_extproc.commands.{name}").register(subparsers)
+        if only is None or name == only:
+            importlib.import_module(f"irl_extproc.commands.{name}").register(subparsers)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    args = build_parser(command if command in COMMAND_MODULES else None).parse_args(argv)
     code: int = args.func(args)
     return code
 
