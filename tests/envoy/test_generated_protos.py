@@ -68,7 +68,7 @@ def capture_server() -> Iterator[tuple[RawCapture, int]]:
 
 def test_round_trip_of_a_request_captured_from_envoy(capture_server: tuple[RawCapture, int], tmp_path: Path) -> None:
     capture, irl_port = capture_server
-    listener, admin, upstream = free_ports(3)
+    listener, admin, _upstream = free_ports(3)
     bootstrap = render_bootstrap(
         load_policy(POLICIES / "basic.yaml"),
         extproc_endpoints=[("127.0.0.1", irl_port)],
