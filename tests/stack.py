@@ -94,6 +94,6 @@ class Stack:
 
     def received(self) -> list[dict[str, Any]]:
         """What the demo upstream actually received, oldest first."""
-        with urllib.request.urlopen(f"{self.demo_url}/__irl/received", timeout=5) as reply:  # noqa: S310
+        with urllib.request.urlopen(f"{self.demo_url}/__irl/received", timeout=5) as reply:
             requests: list[dict[str, Any]] = json.loads(reply.read())["requests"]
             return requests
