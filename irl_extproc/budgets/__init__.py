@@ -1,0 +1,1 @@
+"""Cost and runaway-agent control: shared counters, windows, prices and trusted identity."""
