@@ -8,9 +8,7 @@ from irl_extproc.demo.api import (
     Completion,
     Prompt,
     StreamPlan,
-    count_tokens,
-    last_user_text,
-    model_of,
+    build_prompt,
     require_messages,
     require_object,
     sse,
@@ -29,12 +27,7 @@ class AnthropicMessages:
         body = require_object(body)
         messages = require_messages(body)
         texts = [text_of(body.get("system"))] + [text_of(m.get("content")) for m in messages if isinstance(m, dict)]
-        return Prompt(
-            model=model_of(body),
-            last_user_text=last_user_text(messages),
-            prompt_tokens=sum(count_tokens(text) for text in texts),
-            stream=body.get("stream") is True,
-        )
+        return build_prompt(body, messages, texts)
 
     def completion_body(self, completion: Completion) -> dict[str, Any]:
         message = self._message(completion, completion.completion_tokens)

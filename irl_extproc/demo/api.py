@@ -105,6 +105,17 @@ def model_of(body: dict[str, Any]) -> str:
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))  # json.dumps would build one per call
 
 
+def build_prompt(body: dict[str, Any], turns: list[Any], texts: list[str], *, stream_usage: bool = False) -> Prompt:
+    """The prompt of a request whose conversation ``turns`` hold ``texts`` (system text included)."""
+    return Prompt(
+        model=model_of(body),
+        last_user_text=last_user_text(turns),
+        prompt_tokens=sum(count_tokens(text) for text in texts),
+        stream=body.get("stream") is True,
+        stream_usage=stream_usage,
+    )
+
+
 def dumps(document: Any) -> bytes:
     return _ENCODER.encode(document).encode()
 

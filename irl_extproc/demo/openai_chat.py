@@ -8,9 +8,7 @@ from irl_extproc.demo.api import (
     Completion,
     Prompt,
     StreamPlan,
-    count_tokens,
-    last_user_text,
-    model_of,
+    build_prompt,
     require_messages,
     require_object,
     sse,
@@ -28,13 +26,9 @@ class OpenAIChat:
         body = require_object(body)
         messages = require_messages(body)
         options = body.get("stream_options")
-        return Prompt(
-            model=model_of(body),
-            last_user_text=last_user_text(messages),
-            prompt_tokens=sum(count_tokens(text_of(m.get("content"))) for m in messages if isinstance(m, dict)),
-            stream=body.get("stream") is True,
-            stream_usage=isinstance(options, dict) and options.get("include_usage") is True,
-        )
+        texts = [text_of(m.get("content")) for m in messages if isinstance(m, dict)]
+        include_usage = isinstance(options, dict) and options.get("include_usage") is True
+        return build_prompt(body, messages, texts, stream_usage=include_usage)
 
     def completion_body(self, completion: Completion) -> dict[str, Any]:
         return {

@@ -10,9 +10,7 @@ from irl_extproc.demo.api import (
     Prompt,
     RequestError,
     StreamPlan,
-    count_tokens,
-    last_user_text,
-    model_of,
+    build_prompt,
     require_object,
     sse,
     text_of,
@@ -37,12 +35,7 @@ class OpenAIResponses:
         if not isinstance(items, list) or not items:
             raise RequestError("'input' must be a string or a non-empty list of input items")
         texts = [text_of(body.get("instructions"))] + [_item_text(item) for item in items]
-        return Prompt(
-            model=model_of(body),
-            last_user_text=last_user_text(items),
-            prompt_tokens=sum(count_tokens(text) for text in texts),
-            stream=body.get("stream") is True,
-        )
+        return build_prompt(body, items, texts)
 
     def completion_body(self, completion: Completion) -> dict[str, Any]:
         return _response(completion, "completed", [_message(completion, "completed", completion.text)])
