@@ -15,9 +15,14 @@ _PATH_SUFFIXES = {
 }
 
 
-def codec_for(api_format: str, path: str) -> Codec | None:
-    """The route's codec; for ``auto``, the one the request path names (None: unknown API)."""
+def resolve_format(api_format: str, path: str) -> str:
+    """The route's API format; for ``auto``, the one the request path names ("": unknown)."""
     if api_format == "auto":
         clean = path.split("?", 1)[0].rstrip("/")
-        api_format = next((f for suffix, f in _PATH_SUFFIXES.items() if clean.endswith(suffix)), "")
-    return CODECS.get(api_format)
+        return next((f for suffix, f in _PATH_SUFFIXES.items() if clean.endswith(suffix)), "")
+    return api_format
+
+
+def codec_for(api_format: str, path: str) -> Codec | None:
+    """The route's codec; for ``auto``, the one the request path names (None: unknown API)."""
+    return CODECS.get(resolve_format(api_format, path))
