@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import time
@@ -14,6 +15,7 @@ import openai
 import pytest
 
 from irl_extproc.demo.directives import DirectiveError, Directives, parse_directives, split_reply
+from irl_extproc.demo.http import serve_http
 from irl_extproc.demo.process import DemoUpstreamProcess, start_demo_upstream
 
 pytestmark = pytest.mark.unit
@@ -335,3 +337,25 @@ def test_process_stops_gracefully_on_sigterm() -> None:
     process = start_demo_upstream()
     assert httpx.get(process.url + "/healthz").json() == {"status": "ok"}
     assert process.stop() == 0
+
+
+def test_expect_100_continue_is_answered(upstream: DemoUpstreamProcess) -> None:
+    body = json.dumps({"model": MODEL, "messages": user("x")}).encode()
+    head = (f"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nexpect: 100-continue\r\n"
+            f"content-length: {len(body)}\r\nconnection: close\r\n\r\n").encode()
+    with socket.create_connection((upstream.host, upstream.port), timeout=5) as sock:
+        sock.sendall(head)
+        assert sock.recv(4096) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(body)
+        assert b"echo: x" in sock.recv(65536)
+
+
+async def test_oversized_body_gets_413() -> None:
+    server = await serve_http(lambda _request, responder: responder.send(200, b"ok"), "127.0.0.1", 0, max_body=10)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.sockets[0].getsockname()[1])
+        writer.write(b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 20\r\n\r\n" + b"a" * 20)
+        assert (await reader.readline()).startswith(b"HTTP/1.1 413")
+        writer.close()
+    finally:
+        server.close()
