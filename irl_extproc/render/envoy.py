@@ -34,6 +34,7 @@ from irl_extproc.render.plan import RenderPlan, plan
 from irl_extproc.render.proto_json import typed
 
 LISTENER_NAME = "irl_listener"
+MAX_DOWNSTREAM_CONNECTIONS = 50_000
 IRL_METADATA_NAMESPACE = "irl"
 XDS_FILES = {"cds": "cds.yaml", "rds": "rds.yaml", "lds": "lds.yaml"}
 _RESOURCE_TYPES = {
@@ -46,6 +47,7 @@ _RESOURCE_TYPES = {
 def extproc_filter(render_plan: RenderPlan) -> dict[str, Any]:
     return {
         "name": EXTPROC_FILTER,
+        "disabled": True,  # routes with a Sentinel enable it (see envoy_routes.extproc_per_route)
         "typed_config": typed(
             "envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor",
             grpc_service={"envoy_grpc": {"cluster_name": EXTPROC_CLUSTER}},
@@ -148,6 +150,21 @@ def service_clusters(render_plan: RenderPlan) -> list[dict[str, Any]]:
     return [upstream_cluster(c, render_plan.buffer_limit_bytes) for c in render_plan.clusters]
 
 
+def _overload_manager() -> dict[str, Any]:
+    """Cap downstream connections so a flood degrades instead of exhausting file descriptors."""
+    return {
+        "resource_monitors": [
+            {
+                "name": "envoy.resource_monitors.global_downstream_max_connections",
+                "typed_config": typed(
+                    "envoy.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig",
+                    max_active_downstream_connections=MAX_DOWNSTREAM_CONNECTIONS,
+                ),
+            }
+        ]
+    }
+
+
 def _check_ports(extproc_endpoints: Sequence[tuple[str, int]], admin_port: int, listener_port: int | None) -> None:
     if not extproc_endpoints:
         raise ValueError("extproc_endpoints is empty: give at least one (host, port) of an IRL server")
@@ -174,6 +191,7 @@ def render_bootstrap(
     bootstrap: dict[str, Any] = {
         "node": {"id": "irl-envoy", "cluster": "irl"},
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
+        "overload_manager": _overload_manager(),
     }
     if xds_dir is None:
         bootstrap["static_resources"] = {

@@ -99,12 +99,12 @@ def retry_policy(resilience: Resilience) -> dict[str, Any] | None:
 
 
 def extproc_per_route(route: ResolvedRoute, sentinel: EffectiveSentinel | None) -> dict[str, Any]:
-    config = typed("envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute")
+    """The listener's ext_proc filter is off by default (requests that match no route never
+    reach IRL); routes with a Sentinel switch it on with their identity and body modes."""
     if sentinel is None:
-        config["disabled"] = True
-        return config
+        return typed("envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute", disabled=True)
     responses = bool(sentinel.response)
-    config["overrides"] = {
+    overrides = {
         "processing_mode": {
             "request_header_mode": "SEND",
             "response_header_mode": "SEND" if responses else "SKIP",
@@ -116,7 +116,11 @@ def extproc_per_route(route: ResolvedRoute, sentinel: EffectiveSentinel | None) 
         "grpc_initial_metadata": [{"key": ROUTE_METADATA_KEY, "value": route.id}],
         "failure_mode_allow": sentinel.on_error == "fail_open",
     }
-    return config
+    return typed(
+        "envoy.config.route.v3.FilterConfig",
+        config=typed("envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute", overrides=overrides),
+        disabled=False,
+    )
 
 
 def rate_limit_stat_prefix(route: ResolvedRoute) -> str:

@@ -1,42 +1,73 @@
 """Envoy's own local replies (timeouts, overflow, rate limits, ...) in IRL's error shape.
 
-Mappers match on response flags, which only Envoy's resilience paths set; IRL's own
-ImmediateResponses carry none, so the bodies IRL builds pass through untouched.
+Mappers match on response flags, which only Envoy's resilience paths set, or on the
+response code details of the two replies that set no flag in time (the local rate limit
+and an unreachable IRL). IRL's own ImmediateResponses match neither, so the bodies IRL
+builds pass through untouched.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from typing import Any
 
 from irl_extproc.codecs.registry import CODECS
 from irl_extproc.render.plan import RenderPlan
+from irl_extproc.render.proto_json import typed
 
 ANTHROPIC_PATH_REGEX = r".*/messages(\?.*)?"
 
 
 @dataclass(frozen=True)
 class LocalReply:
-    flags: tuple[str, ...]
     status: int
     code: str
     message: str
+    flags: tuple[str, ...] = ()
+    details_prefix: str = ""  # matched with CEL when Envoy sets no response flag before replying
+    keep_status: bool = False  # Envoy's status stays (it may be configured elsewhere)
+
+    def filter(self) -> dict[str, Any]:
+        if self.flags:
+            return {"response_flag_filter": {"flags": list(self.flags)}}
+        expression = f"response.code_details.startsWith({json.dumps(self.details_prefix)})"
+        return {
+            "extension_filter": {
+                "name": "envoy.access_loggers.extension_filters.cel",
+                "typed_config": typed(
+                    "envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter", expression=expression
+                ),
+            }
+        }
 
 
 # Response flags: UT upstream timeout, UO overflow (circuit breaker), RL local rate limit,
 # UH no healthy upstream, UF/UC/UR/URX connection failures, resets, retries exhausted,
 # NR no route, DT max duration reached.
 LOCAL_REPLIES = (
-    LocalReply(("UT",), 504, "upstream_timeout", "the upstream did not answer in time"),
-    LocalReply(("RL",), 429, "rate_limited", "too many requests for this route; retry later"),
-    LocalReply(("UO",), 503, "upstream_overflow", "the upstream's circuit breaker is open; retry later"),
-    LocalReply(("UH",), 503, "no_healthy_upstream", "no healthy upstream host is available"),
+    LocalReply(504, "upstream_timeout", "the upstream did not answer in time", flags=("UT",)),
     LocalReply(
-        ("UF", "UC", "UR", "URX", "LR"), 503, "upstream_unavailable", "the upstream connection failed or was reset"
+        429, "rate_limited", "too many requests for this route; retry later", details_prefix="local_rate_limited"
     ),
-    LocalReply(("NR",), 404, "no_route", "no route matches this request"),
-    LocalReply(("DT",), 504, "request_timeout", "the request took longer than allowed"),
+    LocalReply(503, "upstream_overflow", "the upstream's circuit breaker is open; retry later", flags=("UO",)),
+    LocalReply(503, "no_healthy_upstream", "no healthy upstream host is available", flags=("UH",)),
+    LocalReply(
+        503,
+        "upstream_unavailable",
+        "the upstream connection failed or was reset",
+        flags=("UF", "UC", "UR", "URX", "LR"),
+    ),
+    LocalReply(404, "no_route", "no route matches this request", flags=("NR",)),
+    LocalReply(504, "request_timeout", "the request took longer than allowed", flags=("DT",)),
+    LocalReply(
+        500,
+        "irl_unavailable",
+        "the policy enforcement service is unavailable and this route fails closed",
+        details_prefix="ext_proc_error",
+        keep_status=True,
+    ),
 )
 
 
@@ -59,11 +90,12 @@ def _anthropic_filter(render_plan: RenderPlan) -> dict[str, Any]:
 
 
 def _mapper(reply: LocalReply, shape: str, extra_filter: dict[str, Any] | None) -> dict[str, Any]:
-    flags = {"response_flag_filter": {"flags": list(reply.flags)}}
+    own = reply.filter()
     body = CODECS[shape].error_body(reply.status, reply.message, reply.code)
-    return {
-        "filter": {"and_filter": {"filters": [flags, extra_filter]}} if extra_filter else flags,
-        "status_code": reply.status,
+    mapper: dict[str, Any] = {"filter": {"and_filter": {"filters": [own, extra_filter]}} if extra_filter else own}
+    if not reply.keep_status:
+        mapper["status_code"] = reply.status
+    return mapper | {
         "headers_to_add": [
             {
                 "header": {"key": "x-irl-rule", "value": reply.code},

@@ -42,7 +42,9 @@ def test_extproc_filter_sits_before_the_router_with_the_agreed_settings() -> Non
     filters = hcm(bootstrap(POLICIES / "basic.yaml"))["http_filters"]
     names = [f["name"] for f in filters]
     assert names.index("envoy.filters.http.ext_proc") == names.index("envoy.filters.http.router") - 1
-    ext_proc = filters[names.index("envoy.filters.http.ext_proc")]["typed_config"]
+    ext_proc_filter = filters[names.index("envoy.filters.http.ext_proc")]
+    assert ext_proc_filter["disabled"] is True  # requests that match no route never reach IRL
+    ext_proc = ext_proc_filter["typed_config"]
     assert ext_proc["grpc_service"] == {"envoy_grpc": {"cluster_name": "irl_extproc"}}
     assert ext_proc["allow_mode_override"] is True
     assert ext_proc["failure_mode_allow"] is False  # one route fails open, the others closed
@@ -51,19 +53,28 @@ def test_extproc_filter_sits_before_the_router_with_the_agreed_settings() -> Non
     assert ext_proc["processing_mode"]["request_body_mode"] == "BUFFERED"
 
 
+def overrides(route: dict[str, Any]) -> dict[str, Any]:
+    """The ExtProcPerRoute overrides inside the FilterConfig that enables ext_proc on a route."""
+    wrapper = route["typed_per_filter_config"]["envoy.filters.http.ext_proc"]
+    assert wrapper["@type"] == "type.googleapis.com/envoy.config.route.v3.FilterConfig"
+    assert wrapper["disabled"] is False
+    config: dict[str, Any] = wrapper["config"]
+    assert config["@type"] == "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute"
+    return dict(config["overrides"])
+
+
 def test_each_route_carries_its_identity_and_needs_only_the_bodies_it_checks() -> None:
     routes = routes_by_name(bootstrap(POLICIES / "basic.yaml"))
-    chat = routes["chat/chat"]["typed_per_filter_config"]["envoy.filters.http.ext_proc"]["overrides"]
+    chat = overrides(routes["chat/chat"])
     assert chat["grpc_initial_metadata"] == [{"key": "x-irl-route", "value": "chat/chat"}]
     assert chat["processing_mode"]["request_body_mode"] == "BUFFERED"
     assert chat["processing_mode"]["response_body_mode"] == "BUFFERED"
     assert chat["failure_mode_allow"] is False
-    messages = routes["chat/messages"]["typed_per_filter_config"]["envoy.filters.http.ext_proc"]["overrides"]
+    messages = overrides(routes["chat/messages"])
     assert messages["processing_mode"]["response_header_mode"] == "SKIP"
     assert messages["processing_mode"]["response_body_mode"] == "NONE"
-    headers_only = routes["chat/headers-only"]["typed_per_filter_config"]["envoy.filters.http.ext_proc"]
-    assert headers_only["overrides"]["processing_mode"]["request_body_mode"] == "NONE"
-    open_route = routes["chat/open"]["typed_per_filter_config"]["envoy.filters.http.ext_proc"]["overrides"]
+    assert overrides(routes["chat/headers-only"])["processing_mode"]["request_body_mode"] == "NONE"
+    open_route = overrides(routes["chat/open"])
     assert open_route["failure_mode_allow"] is True
     plain = routes["chat/plain"]["typed_per_filter_config"]["envoy.filters.http.ext_proc"]
     assert plain == {
