@@ -1,0 +1,237 @@
+"""Metrics: cheap in-process aggregation, exported over OTLP and on a Prometheus endpoint.
+
+Why not the OpenTelemetry metrics SDK on the hot path: measured here, one
+``counter.add``/``histogram.record`` costs ~11 µs, and a request records a dozen.
+``Counter.add`` and ``Histogram.record`` below are a dict lookup and an increment
+(~0.5 µs). Both exports read the same aggregates: a ``prometheus_client`` collector
+serves them for scraping, and ``OtlpMetricsExporter`` pushes them (cumulative) to an
+OTLP collector. The names are documented in ``docs/metrics.md``; keep both in step.
+
+Each instrument is written by one thread (the event loop, or the audit writer for
+``irl.audit.*``); exporters read snapshots taken with one C-level copy, so a histogram's
+buckets, sum and count always agree.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
+from opentelemetry.proto.common.v1 import common_pb2
+from opentelemetry.proto.metrics.v1 import metrics_pb2
+from opentelemetry.proto.resource.v1 import resource_pb2
+from prometheus_client.core import CollectorRegistry, CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.exposition import start_http_server
+
+from irl_extproc.telemetry.otlp_client import METRICS_EXPORT, OtlpClient
+
+log = logging.getLogger("irl.telemetry")
+
+Labels = tuple[str, ...]
+MAX_SERIES = 2000  # per instrument; beyond it new label sets share one overflow series
+OVERFLOW = "_overflow"
+# Seconds: IRL's own work is µs-ms; the top buckets catch stalls.
+LATENCY_BOUNDS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+CUMULATIVE = metrics_pb2.AggregationTemporality.AGGREGATION_TEMPORALITY_CUMULATIVE
+
+
+@dataclass
+class Counter:
+    name: str  # OpenTelemetry name, e.g. "irl.decisions"
+    unit: str
+    description: str
+    labels: Labels
+    values: dict[Labels, int] = field(default_factory=dict)
+
+    def add(self, labels: Labels, value: int = 1) -> None:
+        values = self.values
+        if labels in values:
+            values[labels] += value
+        elif len(values) < MAX_SERIES:
+            values[labels] = value
+        else:
+            overflow = (OVERFLOW,) * len(self.labels)
+            values[overflow] = values.get(overflow, 0) + value
+
+    def snapshot(self) -> list[tuple[Labels, int]]:
+        return list(self.values.copy().items())
+
+
+@dataclass
+class Histogram:
+    name: str
+    unit: str
+    description: str
+    labels: Labels
+    bounds: tuple[float, ...] = LATENCY_BOUNDS
+    # per label set: [count per bucket (len(bounds) + 1)..., sum, count]
+    values: dict[Labels, list[float]] = field(default_factory=dict)
+
+    def record(self, labels: Labels, value: float) -> None:
+        cell = self.values.get(labels)
+        if cell is None:
+            if len(self.values) >= MAX_SERIES:
+                labels = (OVERFLOW,) * len(self.labels)
+            cell = self.values.setdefault(labels, [0.0] * (len(self.bounds) + 3))
+        cell[bisect.bisect_left(self.bounds, value)] += 1  # bucket i holds (bounds[i-1], bounds[i]]
+        cell[-2] += value
+        cell[-1] += 1
+
+    def snapshot(self) -> list[tuple[Labels, list[float]]]:
+        return [(labels, list(cell)) for labels, cell in self.values.copy().items()]
+
+
+Instrument = Counter | Histogram
+
+
+class Metrics:
+    """Every instrument IRL records. One instance per process."""
+
+    def __init__(self) -> None:
+        self.start_ns = time.time_ns()
+        route = ("service", "route")
+        self.streams = Counter("irl.streams", "{stream}", "ext_proc streams opened by Envoy", route)
+        self.stream_errors = Counter(
+            "irl.stream.errors", "{error}", "messages IRL could not evaluate, by error code", (*route, "error")
+        )
+        self.decisions = Counter(
+            "irl.decisions", "{decision}", "decisions on messages, by phase, verdict and whether enforced",
+            (*route, "phase", "verdict", "enforced"),
+        )
+        self.invariant_results = Counter(
+            "irl.invariant.results", "{result}", "invariant evaluations by the action they called for (pass if none)",
+            (*route, "invariant", "action"),
+        )
+        self.invariant_duration = Histogram(
+            "irl.invariant.duration", "s", "time to evaluate one invariant on one message", (*route, "invariant")
+        )
+        self.phase_duration = Histogram(
+            "irl.phase.duration", "s", "time IRL spent on one ext_proc message (one phase)", (*route, "phase")
+        )
+        self.tokens = Counter(
+            "irl.tokens", "{token}", "LLM tokens seen in requests and responses, where the API reports them",
+            (*route, "model", "type"),
+        )
+        self.audit_records = Counter("irl.audit.records", "{record}", "decision records made durable", ())
+        self.audit_errors = Counter("irl.audit.errors", "{error}", "audit writes that failed", ())
+        self.spans_dropped = Counter(
+            "irl.telemetry.spans.dropped", "{trace}", "stream traces not exported: queue_full or export_failed",
+            ("reason",),
+        )
+
+    @property
+    def instruments(self) -> list[Instrument]:
+        return [v for v in vars(self).values() if isinstance(v, Counter | Histogram)]
+
+
+def prometheus_name(instrument: Instrument) -> str:
+    """The OpenTelemetry→Prometheus name: dots to underscores, unit suffix (``_total`` is added later)."""
+    base = instrument.name.replace(".", "_")
+    return base + "_seconds" if instrument.unit == "s" else base
+
+
+class PrometheusCollector:
+    """A ``prometheus_client`` collector over ``Metrics`` (counters get ``_total``)."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        for instrument in self._metrics.instruments:
+            name = prometheus_name(instrument)
+            labels = list(instrument.labels)
+            if isinstance(instrument, Counter):
+                counter = CounterMetricFamily(name, instrument.description, labels=labels)
+                for values, count in instrument.snapshot():
+                    counter.add_metric(list(values), count)
+                yield counter
+            else:
+                histogram = HistogramMetricFamily(name, instrument.description, labels=labels)
+                for values, cell in instrument.snapshot():
+                    histogram.add_metric(list(values), _cumulative_buckets(instrument.bounds, cell), cell[-2])
+                yield histogram
+
+
+def _cumulative_buckets(bounds: Sequence[float], cell: list[float]) -> list[tuple[str, float]]:
+    buckets, running = [], 0.0
+    for bound, count in zip([*map(repr, bounds), "+Inf"], cell[:-2], strict=True):
+        running += count
+        buckets.append((bound, running))
+    return buckets
+
+
+def serve_prometheus(metrics: Metrics, port: int, address: str = "0.0.0.0") -> Any:
+    """Serve ``/metrics`` on ``port`` from a daemon thread; returns the HTTP server (``shutdown()``)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(PrometheusCollector(metrics))
+    server, _thread = start_http_server(port, address, registry=registry)
+    return server
+
+
+def export_metrics_request(metrics: Metrics, resource: resource_pb2.Resource, version: str = "") -> bytes:
+    """An ``ExportMetricsServiceRequest`` with the cumulative value of every series."""
+    now = time.time_ns()
+    request = metrics_service_pb2.ExportMetricsServiceRequest()
+    resource_metrics = request.resource_metrics.add()
+    resource_metrics.resource.CopyFrom(resource)
+    scope = resource_metrics.scope_metrics.add()
+    scope.scope.name, scope.scope.version = "irl_extproc", version
+    for instrument in metrics.instruments:
+        metric = scope.metrics.add(name=instrument.name, unit=instrument.unit, description=instrument.description)
+        if isinstance(instrument, Counter):
+            metric.sum.aggregation_temporality = CUMULATIVE
+            metric.sum.is_monotonic = True
+            for labels, count in instrument.snapshot():
+                number = metric.sum.data_points.add(
+                    start_time_unix_nano=metrics.start_ns, time_unix_nano=now, as_int=count
+                )
+                number.attributes.extend(_attributes(instrument.labels, labels))
+        else:
+            metric.histogram.aggregation_temporality = CUMULATIVE
+            for labels, cell in instrument.snapshot():
+                point = metric.histogram.data_points.add(
+                    start_time_unix_nano=metrics.start_ns, time_unix_nano=now,
+                    count=int(cell[-1]), sum=cell[-2], explicit_bounds=instrument.bounds,
+                    bucket_counts=[int(c) for c in cell[:-2]],
+                )
+                point.attributes.extend(_attributes(instrument.labels, labels))
+    return request.SerializeToString()
+
+
+def _attributes(names: Labels, values: Labels) -> list[common_pb2.KeyValue]:
+    return [
+        common_pb2.KeyValue(key=name, value=common_pb2.AnyValue(string_value=value))
+        for name, value in zip(names, values, strict=True)
+    ]
+
+
+class OtlpMetricsExporter:
+    """Pushes the cumulative metrics to an OTLP/gRPC collector every ``interval`` seconds."""
+
+    def __init__(self, metrics: Metrics, endpoint: str, resource: resource_pb2.Resource, *, interval: float = 10.0,
+                 version: str = "") -> None:
+        self._metrics, self._resource, self._version = metrics, resource, version
+        self._client = OtlpClient(endpoint)
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="irl-metrics-exporter", daemon=True)
+        self._thread.start()
+
+    def export_now(self) -> bool:
+        return self._client.export(METRICS_EXPORT, export_metrics_request(self._metrics, self._resource, self._version))
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            self.export_now()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(self._client.timeout + 1)
+        self.export_now()  # the final values, so a short run still reports
+        self._client.close()

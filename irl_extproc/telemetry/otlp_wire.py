@@ -1,0 +1,158 @@
+"""OTLP span encoding straight to protobuf wire bytes, for the hot path.
+
+Why not the OpenTelemetry SDK: measured here, SDK span start+end with six attributes
+costs ~25-40 µs and its OTLP encoder another ~50 µs per span; IRL emits ~10 spans per
+request, which would halve throughput. Encoding a finished span here costs ~2.5 µs.
+Field numbers come from the ``opentelemetry-proto`` descriptors (never typed in by
+hand); the unit tests decode every encoding back with those classes.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable, Sequence
+
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+from opentelemetry.proto.common.v1 import common_pb2
+from opentelemetry.proto.resource.v1 import resource_pb2
+from opentelemetry.proto.trace.v1 import trace_pb2
+
+AttributeValue = str | bool | int | float
+Attribute = tuple[str, AttributeValue]
+
+_LEN, _I64, _VARINT = 2, 1, 0  # protobuf wire types
+
+
+def _numbers(message: type) -> dict[str, int]:
+    return {f.name: f.number for f in message.DESCRIPTOR.fields}  # type: ignore[attr-defined]
+
+
+_SPAN = _numbers(trace_pb2.Span)
+_STATUS = _numbers(trace_pb2.Status)
+_KV = _numbers(common_pb2.KeyValue)
+_ANY = _numbers(common_pb2.AnyValue)
+_SCOPE_SPANS = _numbers(trace_pb2.ScopeSpans)
+_RESOURCE_SPANS = _numbers(trace_pb2.ResourceSpans)
+_EXPORT_REQUEST = _numbers(trace_service_pb2.ExportTraceServiceRequest)
+
+KIND_INTERNAL = trace_pb2.Span.SpanKind.SPAN_KIND_INTERNAL
+KIND_SERVER = trace_pb2.Span.SpanKind.SPAN_KIND_SERVER
+STATUS_ERROR = trace_pb2.Status.StatusCode.STATUS_CODE_ERROR
+
+
+def _tag(number: int, wire_type: int) -> bytes:
+    return varint(number << 3 | wire_type)
+
+
+def varint(value: int) -> bytes:
+    value &= 0xFFFFFFFFFFFFFFFF  # int64 negatives are ten-byte two's complement
+    out = bytearray()
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def length_delimited(number: int, payload: bytes) -> bytes:
+    return _tag(number, _LEN) + varint(len(payload)) + payload
+
+
+_TAG_KEY = _tag(_KV["key"], _LEN)
+_TAG_VALUE = _tag(_KV["value"], _LEN)
+_TAG_STRING = _tag(_ANY["string_value"], _LEN)
+_TAG_BOOL = _tag(_ANY["bool_value"], _VARINT)
+_TAG_INT = _tag(_ANY["int_value"], _VARINT)
+_TAG_DOUBLE = _tag(_ANY["double_value"], _I64)
+_TAG_ATTRIBUTE = _tag(_SPAN["attributes"], _LEN)
+_TAG_NAME = _tag(_SPAN["name"], _LEN)
+_TAG_KIND = _tag(_SPAN["kind"], _VARINT)
+_TAG_TRACE_STATE = _tag(_SPAN["trace_state"], _LEN)
+_TAG_STATUS = _tag(_SPAN["status"], _LEN)
+_TAG_SCOPE_SPAN = _tag(_SCOPE_SPANS["spans"], _LEN)
+_DOUBLE = struct.Struct("<d")
+# trace_id, span_id, parent_span_id, start and end time: fixed-size fields in one pack.
+_IDS_AND_TIMES = struct.Struct("<2s16s2s8s2s8s1sQ1sQ")
+_ID_TAGS = (
+    _tag(_SPAN["trace_id"], _LEN) + b"\x10",
+    _tag(_SPAN["span_id"], _LEN) + b"\x08",
+    _tag(_SPAN["parent_span_id"], _LEN) + b"\x08",
+    _tag(_SPAN["start_time_unix_nano"], _I64),
+    _tag(_SPAN["end_time_unix_nano"], _I64),
+)
+_ROOT_IDS = struct.Struct("<2s16s2s8s1sQ1sQ")  # the same without a parent
+
+_attribute_cache: dict[Attribute, bytes] = {}
+_ATTRIBUTE_CACHE_MAX = 8192  # service/route/invariant/action values repeat; ids and scores do not
+
+
+def encode_attribute(key: str, value: AttributeValue) -> bytes:
+    item = (key, value)
+    cached = _attribute_cache.get(item)  # only str values are cached, so 1/1.0/True never collide
+    if cached is not None:
+        return cached
+    if isinstance(value, bool):
+        any_value = _TAG_BOOL + (b"\x01" if value else b"\x00")
+    elif isinstance(value, int):
+        any_value = _TAG_INT + varint(value)
+    elif isinstance(value, float):
+        any_value = _TAG_DOUBLE + _DOUBLE.pack(value)
+    else:
+        text = value.encode("utf-8", "replace")
+        any_value = _TAG_STRING + varint(len(text)) + text
+    raw_key = key.encode()
+    pair = _TAG_KEY + varint(len(raw_key)) + raw_key + _TAG_VALUE + varint(len(any_value)) + any_value
+    encoded = _TAG_ATTRIBUTE + varint(len(pair)) + pair
+    if isinstance(value, str) and len(_attribute_cache) < _ATTRIBUTE_CACHE_MAX:
+        _attribute_cache[item] = encoded
+    return encoded
+
+
+def encode_span(
+    *,
+    trace_id: bytes,
+    span_id: bytes,
+    parent_span_id: bytes | None,
+    name: str,
+    kind: int,
+    start_ns: int,
+    end_ns: int,
+    attributes: Iterable[Attribute] = (),
+    trace_state: str = "",
+    error: str | None = None,
+) -> bytes:
+    """One ``Span`` as it appears inside ``ScopeSpans.spans`` (tag and length included)."""
+    t = _ID_TAGS
+    if parent_span_id is None:
+        head = _ROOT_IDS.pack(t[0], trace_id, t[1], span_id, t[3], start_ns, t[4], end_ns)
+    else:
+        head = _IDS_AND_TIMES.pack(t[0], trace_id, t[1], span_id, t[2], parent_span_id, t[3], start_ns, t[4], end_ns)
+    raw_name = name.encode()
+    parts = [head, _TAG_NAME, varint(len(raw_name)), raw_name, _TAG_KIND, varint(kind)]
+    if trace_state:
+        raw_state = trace_state.encode()
+        parts += [_TAG_TRACE_STATE, varint(len(raw_state)), raw_state]
+    parts += [encode_attribute(key, value) for key, value in attributes]
+    if error is not None:
+        raw_error = error.encode()
+        status = length_delimited(_STATUS["message"], raw_error) + _tag(_STATUS["code"], _VARINT) + varint(STATUS_ERROR)
+        parts += [_TAG_STATUS, varint(len(status)), status]
+    body = b"".join(parts)
+    return _TAG_SCOPE_SPAN + varint(len(body)) + body
+
+
+def resource(attributes: Sequence[tuple[str, str]]) -> resource_pb2.Resource:
+    """The process's ``Resource`` for traces and metrics (cold path: built once)."""
+    message = resource_pb2.Resource()
+    for key, value in attributes:
+        message.attributes.add(key=key, value=common_pb2.AnyValue(string_value=value))
+    return message
+
+
+def export_trace_request(resource_bytes: bytes, scope: common_pb2.InstrumentationScope, spans: bytes) -> bytes:
+    """An ``ExportTraceServiceRequest`` from already encoded spans (``encode_span`` output)."""
+    scope_spans = length_delimited(_SCOPE_SPANS["scope"], scope.SerializeToString()) + spans
+    resource_spans = length_delimited(_RESOURCE_SPANS["resource"], resource_bytes) + length_delimited(
+        _RESOURCE_SPANS["scope_spans"], scope_spans
+    )
+    return length_delimited(_EXPORT_REQUEST["resource_spans"], resource_spans)

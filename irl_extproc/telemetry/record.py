@@ -1,0 +1,194 @@
+"""Build the decision record (``protos/irl/v1/decision.proto``) as its proto3 JSON dict.
+
+The audit trail stores the record's proto3 JSON mapping (original field names, enum
+names, defaults omitted). Building that dict directly costs ~2 µs; filling the upb
+message and converting it with ``json_format`` costs ~100 µs (measured here), which
+the hot path cannot afford. ``tests/unit/test_telemetry_record.py`` parses every shape
+built here back into ``irl.v1.DecisionRecord``, so the builder and the schema cannot
+drift, and ``irl audit verify --schema`` checks stored records the same way.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from irl_extproc.conversation import Conversation, JsonPath
+from irl_extproc.invariants.base import Finding
+
+Record = dict[str, Any]
+
+_ACTIONS = {"pass": "ACTION_PASS", "monitor": "ACTION_MONITOR", "redact": "ACTION_REDACT", "block": "ACTION_BLOCK"}
+_STRENGTH = {"pass": 0, "monitor": 1, "redact": 2, "block": 3}
+_VERDICTS = {"allow": "VERDICT_ALLOW", "redact": "VERDICT_REDACT", "block": "VERDICT_BLOCK", "error": "VERDICT_ERROR"}
+_PROVIDERS = {"openai-chat": "openai", "openai-responses": "openai", "anthropic-messages": "anthropic"}
+MAX_LABEL_CHARS = 128  # model names come from request bodies: bound what telemetry keeps
+
+
+def phase_name(phase: str) -> str:
+    """``request_body`` → ``PHASE_REQUEST_BODY`` (the ext_proc oneof names IRL uses)."""
+    return "PHASE_" + phase.upper()
+
+
+def mode_name(mode: str) -> str:
+    return "MODE_MONITOR" if mode == "monitor" else "MODE_ENFORCE"
+
+
+def strongest_action(findings: Iterable[Finding]) -> str:
+    """block > redact > monitor > pass: what an invariant's findings call for."""
+    action = "pass"
+    for finding in findings:
+        if _STRENGTH[finding.action] > _STRENGTH[action]:
+            action = finding.action
+    return action
+
+
+def json_path_text(path: JsonPath) -> str:
+    """``("messages", 2, "content")`` → ``messages[2].content``."""
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
+    return out
+
+
+def finding_entry(finding: Finding, conversation: Conversation | None = None) -> Record:
+    entry: Record = {"rule": finding.rule, "action": _ACTIONS[finding.action], "layer": finding.layer,
+                     "score": _finite(finding.score), "message": finding.message}
+    if finding.threshold is not None:
+        entry["threshold"] = _finite(finding.threshold)
+    if finding.segment is not None:
+        entry["segment"] = finding.segment
+        if conversation is not None and 0 <= finding.segment < len(conversation.segments):
+            entry["segment_path"] = json_path_text(conversation.segments[finding.segment].path)
+    if finding.start is not None:
+        entry["start"] = finding.start
+    if finding.end is not None:
+        entry["end"] = finding.end
+    return entry
+
+
+def invariant_result(name: str, findings: Sequence[Finding], duration_us: int,
+                     conversation: Conversation | None = None, *, error: str | None = None) -> Record:
+    """``error``: the exception type when the invariant itself failed."""
+    result: Record = {"invariant": name, "action": _ACTIONS[strongest_action(findings)], "duration_us": duration_us}
+    if findings:
+        result["findings"] = [finding_entry(f, conversation) for f in findings]
+    if error is not None:
+        result["error"] = error
+    return result
+
+
+def usage_entry(conversation: Conversation) -> Record:
+    """The ``Usage`` message from what the codec read (model and token counts)."""
+    usage: Record = {}
+    provider = _PROVIDERS.get(conversation.api_format)
+    if provider:
+        usage["provider"] = provider
+    if conversation.model:
+        key = "request_model" if conversation.direction == "request" else "response_model"
+        usage[key] = conversation.model[:MAX_LABEL_CHARS]
+    counts = conversation.usage
+    if counts is not None:
+        if isinstance(counts.input_tokens, int) and counts.input_tokens >= 0:
+            usage["input_tokens"] = counts.input_tokens
+        if isinstance(counts.output_tokens, int) and counts.output_tokens >= 0:
+            usage["output_tokens"] = counts.output_tokens
+    return usage
+
+
+def decision_record(
+    *,
+    service: str,
+    route: str,
+    policy_version: str,
+    mode: str,
+    phase: str,
+    verdict: str,
+    enforced: bool,
+    results: Sequence[Record] = (),
+    request_id: str = "",
+    trace_id: str = "",
+    span_id: str = "",
+    tenant: str | None = None,
+    status: int = 0,
+    error: str | None = None,
+    flags: Sequence[str] = (),
+    usage: Mapping[str, Any] | None = None,
+    charges: Sequence[Mapping[str, Any]] = (),
+    duration_us: int = 0,
+    time_ns: int | None = None,
+) -> Record:
+    """One ``irl.v1.DecisionRecord`` as proto3 JSON (empty fields left out).
+
+    ``verdict`` is allow / redact / block / error; ``charges`` entries follow the
+    ``Charge`` message (budget, key, tokens, cost, currency, remaining, estimated).
+    """
+    record: Record = {"time": rfc3339(time.time_ns() if time_ns is None else time_ns)}
+    if request_id:
+        record["request_id"] = request_id
+    if trace_id:
+        record["trace_id"] = trace_id
+    if span_id:
+        record["span_id"] = span_id
+    record.update(service=service, route=route, policy_version=policy_version, mode=mode_name(mode))
+    if tenant:
+        record["tenant"] = tenant
+    record.update(phase=phase_name(phase), verdict=_VERDICTS[verdict], enforced=enforced)
+    if results:
+        record["results"] = list(results)
+    if status:
+        record["status"] = status
+    if error:
+        record["error"] = error
+    if flags:
+        record["flags"] = list(flags)
+    if usage:
+        record["usage"] = dict(usage)
+    if charges:
+        record["charges"] = [dict(c) for c in charges]
+    if duration_us:
+        record["duration_us"] = duration_us
+    return record
+
+
+def envoy_metadata(record: Mapping[str, Any]) -> dict[str, str]:
+    """A flat summary of a record for Envoy dynamic metadata under the namespace ``irl``.
+
+    Access logs read it as ``%DYNAMIC_METADATA(irl:decision)%`` etc. (see docs/audit.md).
+    """
+    verdict = str(record.get("verdict", "VERDICT_ALLOW")).removeprefix("VERDICT_").lower()
+    values = {
+        "decision": verdict if record.get("enforced", True) or verdict == "allow" else f"monitor:{verdict}",
+        "route": str(record.get("route", "")),
+        "policy_version": str(record.get("policy_version", ""))[:12],
+    }
+    fired = [r for r in record.get("results", ()) if r.get("findings")]
+    if fired:
+        values["invariants"] = ",".join(sorted({r["invariant"] for r in fired}))
+        values["rules"] = ",".join(sorted({f["rule"] for r in fired for f in r["findings"]}))
+    if record.get("error"):
+        values["error"] = str(record["error"])
+    if record.get("flags"):
+        values["flags"] = ",".join(record["flags"])
+    return values
+
+
+_second_cache: tuple[int, str] = (-1, "")
+
+
+def rfc3339(time_ns: int) -> str:
+    """``2026-11-22T04:09:38.123456Z`` (proto3 JSON Timestamp, microseconds)."""
+    global _second_cache  # noqa: PLW0603 - one-entry cache: most records share their second
+    seconds, remainder = divmod(time_ns, 1_000_000_000)
+    cached_second, prefix = _second_cache
+    if seconds != cached_second:
+        prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+        _second_cache = (seconds, prefix)
+    return f"{prefix}.{remainder // 1000:06d}Z"
+
+
+def _finite(value: float) -> float:
+    """Scores must be finite JSON numbers; a broken detector's NaN must not break the log."""
+    return value if math.isfinite(value) else 0.0

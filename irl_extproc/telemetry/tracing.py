@@ -1,0 +1,250 @@
+"""Traces: IRL's spans join Envoy's trace through the ext_proc stream's ``traceparent``.
+
+With Envoy's OpenTelemetry tracer configured, Envoy sends a W3C ``traceparent`` in the
+gRPC metadata of each ext_proc stream. ``extract`` reads it; ``Tracer.stream`` starts
+IRL's span for the stream as its child, and ``StreamTrace.child`` the spans for phases
+and invariant evaluations. Spans are encoded to OTLP bytes when they end
+(``otlp_wire``) and shipped by a background thread (``OtlpTraceExporter``).
+
+Cost: with tracing off, or on a stream Envoy did not sample, every call is a no-op on a
+shared object. Attribute values are never raw content: callers pass names, actions,
+scores and counts only.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from opentelemetry.proto.common.v1 import common_pb2
+from opentelemetry.proto.resource.v1 import resource_pb2
+
+from irl_extproc.telemetry import otlp_wire
+from irl_extproc.telemetry.otlp_client import TRACE_EXPORT, BatchExporter, OtlpClient
+from irl_extproc.telemetry.otlp_wire import Attribute, AttributeValue
+
+SCOPE_NAME = "irl_extproc"
+STREAM_SPAN_NAME = "envoy.service.ext_proc.v3.ExternalProcessor/Process"  # rpc semconv: service/method
+
+Metadata = Iterable[tuple[str, str | bytes]]
+SpanSink = Callable[[bytes], None]  # receives encoded spans (``otlp_wire.encode_span`` output)
+
+_random = random.Random()  # noqa: S311 - span ids need uniqueness, not secrecy
+
+
+@dataclass(frozen=True, slots=True)
+class Parent:
+    """The remote span IRL's stream span is a child of (Envoy's ext_proc client span)."""
+
+    trace_id: bytes
+    span_id: bytes
+    sampled: bool
+    trace_state: str = ""
+
+
+_HEX = frozenset("0123456789abcdef")
+
+
+def parse_traceparent(value: str, trace_state: str = "") -> Parent | None:
+    """A W3C ``traceparent`` (``00-<32 hex>-<16 hex>-<2 hex>``), or None when invalid."""
+    parts = value.strip().split("-")
+    if len(parts) < 4:
+        return None
+    version, trace_id, span_id, flags = parts[:4]
+    if len(version) != 2 or version == "ff" or (version == "00" and len(parts) != 4):
+        return None
+    if len(trace_id) != 32 or len(span_id) != 16 or len(flags) != 2:
+        return None
+    if not _HEX.issuperset(version + trace_id + span_id + flags):
+        return None
+    if trace_id == "0" * 32 or span_id == "0" * 16:
+        return None
+    return Parent(bytes.fromhex(trace_id), bytes.fromhex(span_id), bool(int(flags, 16) & 1), trace_state)
+
+
+def extract(metadata: Metadata | None) -> Parent | None:
+    """The ``traceparent``/``tracestate`` of an ext_proc stream's invocation metadata."""
+    traceparent = trace_state = ""
+    for key, value in metadata or ():
+        if key == "traceparent":
+            traceparent = value if isinstance(value, str) else value.decode("ascii", "replace")
+        elif key == "tracestate":
+            trace_state = value if isinstance(value, str) else value.decode("ascii", "replace")
+    return parse_traceparent(traceparent, trace_state) if traceparent else None
+
+
+class Span:
+    """A span being recorded. ``set`` adds attributes; ``end`` encodes it for export."""
+
+    __slots__ = ("_trace", "attributes", "error", "kind", "name", "parent_id", "span_id", "start_ns")
+
+    def __init__(self, trace: StreamTrace, name: str, parent_id: bytes | None, kind: int) -> None:
+        self._trace = trace
+        self.name = name
+        self.span_id = (_random.getrandbits(64) or 1).to_bytes(8, "big")  # W3C: never all zeros
+        self.parent_id = parent_id
+        self.kind = kind
+        self.attributes: list[Attribute] = []
+        self.error: str | None = None
+        self.start_ns = time.time_ns()
+
+    def set(self, key: str, value: AttributeValue) -> None:
+        self.attributes.append((key, value))
+
+    def fail(self, error_type: str) -> None:
+        """Mark the span as failed; ``error_type`` is a code or class name, never a message."""
+        self.error = error_type
+        self.attributes.append(("error.type", error_type))
+
+    def end(self) -> None:
+        trace = self._trace
+        trace.parts.append(
+            otlp_wire.encode_span(
+                trace_id=trace.trace_id,
+                span_id=self.span_id,
+                parent_span_id=self.parent_id,
+                name=self.name,
+                kind=self.kind,
+                start_ns=self.start_ns,
+                end_ns=time.time_ns(),
+                attributes=self.attributes,
+                trace_state=trace.trace_state,
+                error=self.error,
+            )
+        )
+
+    def __enter__(self) -> Span:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        if exc_type is not None:
+            self.fail(exc_type.__name__)
+        self.end()
+
+
+class NoopSpan:
+    """Stands in for ``Span`` when nothing is recorded: every method does nothing."""
+
+    __slots__ = ()
+    span_id = b""
+
+    def set(self, key: str, value: AttributeValue) -> None:
+        pass
+
+    def fail(self, error_type: str) -> None:
+        pass
+
+    def end(self) -> None:
+        pass
+
+    def __enter__(self) -> NoopSpan:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        pass
+
+
+NOOP_SPAN = NoopSpan()
+AnySpan = Span | NoopSpan
+
+
+class StreamTrace:
+    """The spans of one ext_proc stream; ``finish`` ends the stream span and exports all."""
+
+    __slots__ = ("_sink", "parts", "root", "trace_id", "trace_state")
+    recording = True
+
+    def __init__(self, sink: SpanSink, parent: Parent | None, attributes: Iterable[Attribute]) -> None:
+        self._sink = sink
+        self.trace_id = parent.trace_id if parent else (_random.getrandbits(128) or 1).to_bytes(16, "big")
+        self.trace_state = parent.trace_state if parent else ""
+        self.parts: list[bytes] = []
+        self.root = Span(self, STREAM_SPAN_NAME, parent.span_id if parent else None, otlp_wire.KIND_SERVER)
+        self.root.attributes.extend(attributes)
+
+    @property
+    def trace_id_hex(self) -> str:
+        return self.trace_id.hex()
+
+    @property
+    def span_id_hex(self) -> str:
+        return self.root.span_id.hex()
+
+    def child(self, name: str, parent: AnySpan | None = None) -> AnySpan:
+        parent_id = parent.span_id if isinstance(parent, Span) else self.root.span_id
+        return Span(self, name, parent_id, otlp_wire.KIND_INTERNAL)
+
+    def finish(self) -> None:
+        self.root.end()
+        self._sink(b"".join(self.parts))
+        self.parts = []
+
+
+class UnsampledTrace:
+    """A stream nobody records (tracing off, or Envoy did not sample it): ids only."""
+
+    __slots__ = ("trace_id_hex",)
+    recording = False
+    span_id_hex = ""
+    root = NOOP_SPAN
+
+    def __init__(self, parent: Parent | None) -> None:
+        self.trace_id_hex = parent.trace_id.hex() if parent else ""
+
+    def child(self, name: str, parent: AnySpan | None = None) -> AnySpan:
+        return NOOP_SPAN
+
+    def finish(self) -> None:
+        pass
+
+
+AnyTrace = StreamTrace | UnsampledTrace
+
+
+class Tracer:
+    """Starts one ``StreamTrace`` per ext_proc stream, or an unsampled stand-in.
+
+    Envoy's sampling decision (the ``traceparent`` flag) is followed; a stream without a
+    parent starts a new trace with probability ``root_sample_ratio``.
+    """
+
+    def __init__(self, sink: SpanSink | None, *, root_sample_ratio: float = 1.0) -> None:
+        self._sink = sink
+        self._ratio = root_sample_ratio
+
+    @property
+    def enabled(self) -> bool:
+        return self._sink is not None
+
+    def stream(self, parent: Parent | None, attributes: Iterable[Attribute] = ()) -> AnyTrace:
+        sink = self._sink
+        if sink is None:
+            return UnsampledTrace(parent)
+        sampled = parent.sampled if parent else _random.random() < self._ratio
+        if not sampled:
+            return UnsampledTrace(parent)
+        return StreamTrace(sink, parent, attributes)
+
+
+class OtlpTraceExporter:
+    """Ships encoded spans to an OTLP/gRPC collector (Jaeger, the OpenTelemetry Collector)."""
+
+    def __init__(self, endpoint: str, resource: resource_pb2.Resource, *, version: str = "", interval: float = 1.0,
+                 on_drop: Callable[[str, int], None] | None = None) -> None:
+        self._client = OtlpClient(endpoint)
+        self._resource = resource.SerializeToString()
+        self._scope = common_pb2.InstrumentationScope(name=SCOPE_NAME, version=version)
+        self._batcher = BatchExporter(self._send, interval=interval, name="irl-trace-exporter", on_drop=on_drop)
+
+    def submit(self, spans: bytes) -> None:
+        self._batcher.submit(spans)
+
+    def _send(self, batch: list[bytes]) -> bool:
+        request = otlp_wire.export_trace_request(self._resource, self._scope, b"".join(batch))
+        return self._client.export(TRACE_EXPORT, request)
+
+    def close(self) -> None:
+        self._batcher.close()
+        self._client.close()

@@ -1,0 +1,152 @@
+"""Trace context extraction, span trees, sampling, and export to a real OTLP receiver."""
+
+from __future__ import annotations
+
+import pytest
+from opentelemetry.proto.trace.v1 import trace_pb2
+
+from irl_extproc.telemetry import otlp_wire
+from irl_extproc.telemetry.tracing import (
+    NOOP_SPAN,
+    STREAM_SPAN_NAME,
+    OtlpTraceExporter,
+    Tracer,
+    UnsampledTrace,
+    extract,
+    parse_traceparent,
+)
+from tests.otlp_receiver import OtlpReceiver, otlp_receiver  # noqa: F401 - the fixture
+
+pytestmark = pytest.mark.unit
+
+TRACE = "0af7651916cd43dd8448eb211c80319c"
+PARENT = "b7ad6b7169203331"
+
+
+def spans_of(chunks: list[bytes]) -> list[trace_pb2.Span]:
+    return [span for chunk in chunks for span in trace_pb2.ScopeSpans.FromString(chunk).spans]
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        (f"00-{TRACE}-{PARENT}-01", (TRACE, PARENT, True)),
+        (f"00-{TRACE}-{PARENT}-00", (TRACE, PARENT, False)),
+        (f"01-{TRACE}-{PARENT}-03-future", (TRACE, PARENT, True)),  # later versions may append fields
+        (f"00-{TRACE}-{PARENT}-01-extra", None),  # version 00 has exactly four fields
+        (f"ff-{TRACE}-{PARENT}-01", None),
+        (f"00-{'0' * 32}-{PARENT}-01", None),
+        (f"00-{TRACE}-{'0' * 16}-01", None),
+        (f"00-{TRACE.upper()}-{PARENT}-01", None),  # hex must be lowercase
+        (f"00-{TRACE[:-1]}-{PARENT}-01", None),
+        ("garbage", None),
+        ("", None),
+    ],
+)
+def test_parse_traceparent(header: str, expected: tuple[str, str, bool] | None) -> None:
+    parent = parse_traceparent(header)
+    if expected is None:
+        assert parent is None
+    else:
+        assert parent is not None
+        assert (parent.trace_id.hex(), parent.span_id.hex(), parent.sampled) == expected
+
+
+def test_extract_reads_grpc_metadata_as_str_or_bytes() -> None:
+    metadata = [("x-irl-route", "chat/v1"), ("traceparent", f"00-{TRACE}-{PARENT}-01".encode()),
+                ("tracestate", "congo=t61rcWkgMzE")]
+    parent = extract(metadata)
+    assert parent is not None
+    assert parent.trace_id.hex() == TRACE
+    assert parent.trace_state == "congo=t61rcWkgMzE"
+    assert extract(None) is None
+    assert extract([("x-irl-route", "chat/v1")]) is None
+
+
+def test_stream_span_joins_the_remote_parent_and_children_nest() -> None:
+    exported: list[bytes] = []
+    tracer = Tracer(exported.append)
+    trace = tracer.stream(parse_traceparent(f"00-{TRACE}-{PARENT}-01"), [("irl.route", "chat/v1")])
+    with trace.child("irl.request_body") as phase:
+        with trace.child("irl.invariant.pii", phase) as check:
+            check.set("irl.action", "redact")
+        phase.set("irl.verdict", "redact")
+    trace.finish()
+    assert len(exported) == 1  # one export item per stream
+    spans = {s.name: s for s in spans_of(exported)}
+    root, phase_span, check_span = spans[STREAM_SPAN_NAME], spans["irl.request_body"], spans["irl.invariant.pii"]
+    assert {s.trace_id.hex() for s in spans.values()} == {TRACE}
+    assert root.parent_span_id.hex() == PARENT
+    assert root.kind == trace_pb2.Span.SpanKind.SPAN_KIND_SERVER
+    assert phase_span.parent_span_id == root.span_id
+    assert check_span.parent_span_id == phase_span.span_id
+    assert len({root.span_id, phase_span.span_id, check_span.span_id}) == 3
+    assert root.start_time_unix_nano <= phase_span.start_time_unix_nano <= check_span.start_time_unix_nano
+    assert check_span.end_time_unix_nano <= phase_span.end_time_unix_nano <= root.end_time_unix_nano
+    assert trace.trace_id_hex == TRACE
+
+
+def test_an_exception_marks_the_span_failed_with_its_type_only() -> None:
+    exported: list[bytes] = []
+    trace = Tracer(exported.append).stream(None)
+    with pytest.raises(KeyError), trace.child("irl.invariant.x"):
+        raise KeyError("secret text")
+    trace.finish()
+    failed = next(s for s in spans_of(exported) if s.name == "irl.invariant.x")
+    assert failed.status.code == trace_pb2.Status.StatusCode.STATUS_CODE_ERROR
+    assert failed.status.message == "KeyError"
+    assert b"secret text" not in b"".join(exported)
+
+
+def test_unsampled_and_disabled_streams_record_nothing_but_keep_the_trace_id() -> None:
+    exported: list[bytes] = []
+    unsampled = Tracer(exported.append).stream(parse_traceparent(f"00-{TRACE}-{PARENT}-00"))
+    assert isinstance(unsampled, UnsampledTrace)
+    assert unsampled.trace_id_hex == TRACE
+    assert unsampled.child("x") is NOOP_SPAN
+    unsampled.finish()
+    disabled = Tracer(None).stream(parse_traceparent(f"00-{TRACE}-{PARENT}-01"))
+    assert isinstance(disabled, UnsampledTrace)
+    assert disabled.trace_id_hex == TRACE
+    never = Tracer(exported.append, root_sample_ratio=0.0).stream(None)
+    assert isinstance(never, UnsampledTrace)
+    assert exported == []
+
+
+def test_a_root_trace_gets_a_fresh_trace_id() -> None:
+    exported: list[bytes] = []
+    tracer = Tracer(exported.append)
+    first, second = tracer.stream(None), tracer.stream(None)
+    assert first.trace_id_hex != second.trace_id_hex
+    first.finish()
+    [root] = spans_of(exported)
+    assert root.parent_span_id == b""
+
+
+def test_exporter_ships_spans_to_a_real_otlp_receiver(otlp_receiver: OtlpReceiver) -> None:  # noqa: F811
+    resource = otlp_wire.resource([("service.name", "irl-extproc")])
+    exporter = OtlpTraceExporter(otlp_receiver.endpoint, resource, interval=0.05)
+    try:
+        tracer = Tracer(exporter.submit)
+        for _ in range(3):
+            trace = tracer.stream(parse_traceparent(f"00-{TRACE}-{PARENT}-01"))
+            trace.child("irl.request_headers").end()
+            trace.finish()
+        received = otlp_receiver.wait_for_spans(lambda spans: len(spans) >= 6)
+    finally:
+        exporter.close()
+    assert {s.service_name for s in received} == {"irl-extproc"}
+    assert sorted(s.span.name for s in received) == sorted([STREAM_SPAN_NAME, "irl.request_headers"] * 3)
+
+
+def test_exporter_counts_what_a_dead_collector_drops() -> None:
+    drops: list[tuple[str, int]] = []
+    resource = otlp_wire.resource([("service.name", "irl-extproc")])
+    with OtlpReceiver() as receiver:
+        endpoint = receiver.endpoint
+    exporter = OtlpTraceExporter(endpoint, resource, interval=0.05, on_drop=lambda r, n: drops.append((r, n)))
+    exporter._client.timeout = 0.5  # a refused connection fails fast either way
+    trace = Tracer(exporter.submit).stream(None)
+    trace.finish()
+    exporter.close()
+    assert drops == [("export_failed", 1)]
