@@ -15,6 +15,7 @@ COMMAND_MODULES = (
     "up",
     "check",
     "audit",
+    "budget",
 )
 
 

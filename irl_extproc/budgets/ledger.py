@@ -97,14 +97,17 @@ class Planned:
     window_end: int
 
 
+def applicable(limits: list[BudgetLimit], model: str | None) -> list[BudgetLimit]:
+    """The limits a request for ``model`` counts against."""
+    return [lim for lim in limits if lim.model is None or (model is not None and matches(lim.model, model))]
+
+
 def plan(
-    limits: list[BudgetLimit], scope: Scope, *, model: str | None, price: Price | None, input_tokens: int, now: float
+    limits: list[BudgetLimit], scope: Scope, *, price: Price | None, input_tokens: int, now: float
 ) -> list[Planned]:
-    """The counters a request for ``model`` touches. ``price`` must be set if any usd limit applies."""
+    """The counters of these (applicable) limits. ``price`` must be set if any is a usd limit."""
     planned = []
     for limit in limits:
-        if limit.model is not None and (model is None or not matches(limit.model, model)):
-            continue
         start, end = windows.bounds(limit.window, now)
         expire_at = end + windows.EXPIRY_SLACK_SECONDS
         if limit.tokens is not None:

@@ -38,7 +38,11 @@ for i = 1, #KEYS do
     if room >= 0 then fit = k_max else fit = -1 end
   else
     fit = math.min(k_max, math.floor(room / per))
-    if fit >= 0 and base + math.ceil(fit * per) > limit - used[i] then fit = fit - 1 end
+    if fit >= 0 and base + math.ceil(fit * per) > limit - used[i] then
+      fit = fit - 1
+    elseif fit >= 0 and fit < k_max and base + math.ceil((fit + 1) * per) <= limit - used[i] then
+      fit = fit + 1
+    end
   end
   if fit < granted then granted = fit end
 end

@@ -56,16 +56,21 @@ def amount(spec: CounterSpec, units: int) -> int:
 
 
 def largest_fit(spec: CounterSpec, used: int, k_max: int) -> int:
-    """The most units that keep this counter within its limit (negative: not even the base fits).
+    """The most units (≤ k_max) that keep this counter within its limit; negative: not even the base fits.
 
-    The Lua script in ``redis_store`` mirrors this arithmetic line for line.
+    ``room / per_unit`` can land one unit off either way in floating point, so the estimate
+    is checked against ``amount`` and nudged. The Lua script in ``redis_store`` mirrors this
+    arithmetic line for line.
     """
-    room = spec.limit - used - spec.base
+    available = spec.limit - used
+    room = available - spec.base
     if spec.per_unit <= 0:
         return k_max if room >= 0 else -1
     units = min(k_max, math.floor(room / spec.per_unit))
-    if units >= 0 and amount(spec, units) > spec.limit - used:
-        units -= 1  # float rounding in room / per_unit must never let a reservation overshoot
+    if units >= 0 and amount(spec, units) > available:
+        units -= 1
+    elif 0 <= units < k_max and amount(spec, units + 1) <= available:
+        units += 1
     return units
 
 

@@ -257,11 +257,11 @@ class Budget(CounterGuard):
         price = self._price(request.model)
         scope = self.scope(context)
         input_tokens = estimate_input_tokens(conversation)
-        planned = ledger.plan(self._limits(request), scope, model=request.model, price=price,
-                              input_tokens=input_tokens, now=time.time())
-        if price is None and any(p.metric == "usd" for p in planned):
+        limits = ledger.applicable(self._limits(request), request.model)
+        if price is None and any(limit.usd for limit in limits):
             message = f"no price for model {request.model!r}: add it to prices or set default_price"
             return None, self._finding("unpriced_model", message)
+        planned = ledger.plan(limits, scope, price=price, input_tokens=input_tokens, now=time.time())
         hold = Hold(scope.pool, request.tenant, tuple(planned), (), price, request.model, input_tokens, k_max)
         if not planned:  # nothing to count against: only record the cost
             return hold, None

@@ -1,9 +1,9 @@
 """Runaway-agent loops: the same prompt state sent again and again by one tenant is blocked.
 
-The prompt state is the last user message plus the tool results that arrived since the
-model last spoke, whitespace-normalised and hashed: an agent that keeps calling the same
-tool and getting the same answer produces the same state on every turn, however long its
-history grows. Only the hash is kept, never the text.
+The prompt state is the last user message plus the latest tool results, whitespace-normalised
+and hashed: an agent that keeps calling the same tool and getting the same answer produces
+the same state on every turn, however long its history grows. Only the hash is kept, never
+the text.
 """
 
 from __future__ import annotations
@@ -29,13 +29,28 @@ class LoopGuardConfig(CounterConfig):
     window: Duration = Field(60.0, description="the window opens at the first occurrence, e.g. '10m'")
 
 
+def _message_index(segment: Segment) -> int | None:
+    """Position of the segment's message in the body (``messages[i]`` / ``input[i]``)."""
+    path = segment.path
+    return path[1] if len(path) > 1 and isinstance(path[1], int) else None
+
+
 def prompt_state(conversation: Conversation) -> list[Segment]:
-    """The last user message and the tool results after the model's last turn."""
+    """The last user message and the latest run of tool-result messages.
+
+    The run is found by message position, not by the model's last turn, because a tool call
+    without arguments leaves no text segment to find that turn by.
+    """
     segments = conversation.segments
-    last_turn = max((i for i, s in enumerate(segments) if s.source in ("assistant", "tool_call")), default=-1)
     users = [s for s in segments if s.source == "user"]
     last_user = [s for s in users if s.path[:2] == users[-1].path[:2]] if users else []
-    results = [s for i, s in enumerate(segments) if s.source == "tool_result" and i > last_turn]
+    positions = sorted({i for s in segments if s.source == "tool_result" and (i := _message_index(s)) is not None})
+    run: set[int] = set()
+    for position in reversed(positions):
+        if run and position != min(run) - 1:
+            break
+        run.add(position)
+    results = [s for s in segments if s.source == "tool_result" and _message_index(s) in run]
     return last_user + results
 
 
