@@ -260,6 +260,10 @@ def print_targets(rows: list[Row], soaked: dict[str, Any] | None) -> None:
         growth = max(p["growth_mb"] for p in soaked["processes"].values())
         checks.append((f"RSS growth over a {soaked['seconds']:.0f}s soak (after warm-up) <= 5 MB: "
                        f"max {growth:+.1f} MB", growth <= 5))
+    irl_rows = [r for r in rows if r.stack == "envoy+irl"]
+    if irl_rows:
+        bypassed = sum(max(0, r.result.requests - r.extproc_streams) for r in irl_rows)
+        checks.append((f"every Envoy + IRL request opened an ext_proc stream: {bypassed} did not", bypassed == 0))
     errors = sum(r.result.socket_errors + r.result.non_2xx for r in rows)
     checks.append((f"no failed requests: {errors}", errors == 0))
     print()
