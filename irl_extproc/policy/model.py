@@ -81,6 +81,24 @@ class Sentinel(Strict):
     log_content: bool | None = Field(
         None, description="allow raw prompt/completion content in logs and audit (off by default)"
     )
+    stream_window_chars: int | None = Field(
+        None,
+        ge=1,
+        le=1_000_000,
+        description="streamed responses: characters held back, so a value of up to this length split "
+        "across events is redacted or blocked before any of it is sent (default 128)",
+    )
+    stream_window_time: Duration | None = Field(
+        None,
+        description="streamed responses: held text is sent at most this long after it arrived, even if "
+        "fewer characters followed it (default 1s; '0s' turns the time bound off)",
+    )
+    stream_whole_response: Literal["buffer", "append_error"] | None = Field(
+        None,
+        description="streamed responses with whole-response invariants (e.g. json_schema): buffer the "
+        "whole stream and send it only if valid, or stream it and end with an error event if the "
+        "result is invalid (default buffer)",
+    )
     request: list[InvariantEntry] | None = None  # type: ignore[valid-type]
     response: list[InvariantEntry] | None = None  # type: ignore[valid-type]
 

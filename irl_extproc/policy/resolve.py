@@ -25,6 +25,8 @@ M = TypeVar("M", bound=BaseModel)
 
 DEFAULT_MAX_BODY_BYTES = 1 << 20
 DEFAULT_MESSAGE_TIMEOUT = 0.2  # Envoy's own default
+DEFAULT_STREAM_WINDOW_CHARS = 128
+DEFAULT_STREAM_WINDOW_TIME = 1.0
 
 
 def merge(base: M | None, override: M | None) -> M | None:
@@ -53,6 +55,9 @@ class EffectiveSentinel:
     log_content: bool
     request: tuple[InvariantConfig, ...]
     response: tuple[InvariantConfig, ...]
+    stream_window_chars: int = DEFAULT_STREAM_WINDOW_CHARS
+    stream_window_time: float = DEFAULT_STREAM_WINDOW_TIME  # 0: no time bound
+    stream_whole_response: Literal["buffer", "append_error"] = "buffer"
 
     @property
     def inspects_bodies(self) -> bool:
@@ -94,6 +99,11 @@ def _effective_sentinel(layer: Sentinel | None) -> EffectiveSentinel | None:
         log_content=bool(layer.log_content),
         request=tuple(entry_config(e) for e in layer.request or ()),
         response=tuple(entry_config(e) for e in layer.response or ()),
+        stream_window_chars=layer.stream_window_chars or DEFAULT_STREAM_WINDOW_CHARS,
+        stream_window_time=DEFAULT_STREAM_WINDOW_TIME
+        if layer.stream_window_time is None
+        else layer.stream_window_time,
+        stream_whole_response=layer.stream_whole_response or "buffer",
     )
 
 
