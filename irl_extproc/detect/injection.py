@@ -1,0 +1,198 @@
+"""Prompt-injection detection: normalisation, family heuristics and a linear classifier.
+
+The classifier is a logistic regression over binary, L2-normalised features (words, word
+bigrams and character 4-grams of the normalised text), trained offline by
+``scripts/train_injection.py``. Inference is a dictionary lookup per feature and needs no
+numeric library. Long texts are scored in windows so one injected paragraph in a long
+document is not diluted by the rest.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import math
+import re
+from dataclasses import dataclass
+from functools import cache, lru_cache
+from importlib import resources
+from itertools import pairwise, repeat
+from typing import Any
+
+from irl_extproc.detect.injection_rules import RuleHit, combine, heuristic_score, rule_hits
+from irl_extproc.detect.normalize import Normalized, decoded_views, normalize
+
+WEIGHTS_FILE = "injection_weights.json.gz"
+WINDOW = 2048  # characters per classifier window
+
+_WORD = re.compile(r"[a-z']+|[0-9]+|[^\sa-z0-9']")
+_DIGITS_TO_ZERO = str.maketrans("123456789", "000000000")
+
+
+def prepare_text(text: str) -> str:
+    """The classifier's view: lower case, digits folded, whitespace collapsed."""
+    return " ".join(text.lower().translate(_DIGITS_TO_ZERO).split())
+
+
+@lru_cache(maxsize=65536)
+def _char_grams(word: str) -> frozenset[str]:
+    padded = f" {word} "
+    return frozenset(map("".join, zip(padded, padded[1:], padded[2:], padded[3:], strict=False)))
+
+
+def features(prepared: str) -> tuple[set[str], set[str]]:
+    """(word unigrams + bigrams, character 4-grams inside each word) of a prepared text.
+
+    Character grams come from the distinct words (cached), so cost grows with vocabulary,
+    not length: a 32 KB prompt costs little more than its distinct words.
+    """
+    words = _WORD.findall(prepared)
+    word_features = set(words)
+    char_features: set[str] = set()
+    for word in word_features:
+        char_features.update(_char_grams(word))
+    word_features.update(map(" ".join, pairwise(words)))
+    return word_features, char_features
+
+
+@dataclass(frozen=True)
+class LinearModel:
+    """Logistic regression weights plus Platt calibration of its output."""
+
+    word_weights: dict[str, float]
+    char_weights: dict[str, float]
+    bias: float
+    calibration: tuple[float, float]  # p = sigmoid(a * logit + b), fitted on held-out folds
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> LinearModel:
+        a, b = data["calibration"]
+        return cls(data["word_weights"], data["char_weights"], float(data["bias"]), (float(a), float(b)))
+
+    def logit(self, prepared: str) -> float:
+        words, chars = features(prepared)
+        n = len(words) + len(chars)
+        if n == 0:
+            return self.bias
+        total = sum(map(self.word_weights.get, words, repeat(0.0)))
+        total += sum(map(self.char_weights.get, chars, repeat(0.0)))
+        return self.bias + total / math.sqrt(n)
+
+    def probability(self, prepared: str) -> float:
+        a, b = self.calibration
+        return _sigmoid(a * self.logit(prepared) + b)
+
+
+def _sigmoid(x: float) -> float:
+    if x < -40:
+        return 0.0
+    return 1.0 / (1.0 + math.exp(-x))
+
+
+@cache
+def shipped_model() -> LinearModel | None:
+    """The weights shipped as package data (None if the package was built without them)."""
+    try:
+        raw = resources.files("irl_extproc.data").joinpath(WEIGHTS_FILE).read_bytes()
+    except FileNotFoundError:
+        return None
+    return LinearModel.from_json(json.loads(gzip.decompress(raw)))
+
+
+def windows(text: str, size: int = WINDOW) -> list[tuple[int, int]]:
+    """Spans of at most ``size`` characters, cut at whitespace where possible."""
+    spans, start = [], 0
+    while len(text) - start > size:
+        cut = text.rfind(" ", start + size // 2, start + size)
+        end = cut if cut > start else start + size
+        spans.append((start, end))
+        start = end
+    spans.append((start, len(text)))
+    return spans
+
+
+# --- adversarial gibberish suffixes (GCG-style) ----------------------------------------------
+
+_ODD = re.compile(r"[{}\[\]()\\<>|=*^~$`_]")
+_GLUED = re.compile(r"[a-z][A-Z][a-z]|[a-zA-Z][{}\[\]()\\<>|=*^~$`][a-zA-Z]")
+
+
+def gibberish_suffix(text: str) -> float:
+    """Natural language followed by a dense tail of glued symbols and camel-cased junk."""
+    if "\n" in text.strip()[-160:] or len(text) < 60:
+        return 0.0  # code and lists are multi-line; optimisation suffixes are one run
+    tail = text[-160:]
+    head = text[:-160] or text[:40]
+    odd, glued = len(_ODD.findall(tail)), len(_GLUED.findall(tail))
+    head_odd = len(_ODD.findall(head)) / max(len(head), 1)
+    if head_odd > 0.03 or odd < 6 or glued < 3:
+        return 0.0
+    return min(0.45 + 0.03 * odd + 0.05 * glued, 0.9)
+
+
+# --- the detector ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """One reason for the score: which layer, which rule, where (offsets in the original text)."""
+
+    layer: str  # heuristic, classifier, normalization
+    rule: str
+    score: float
+    start: int
+    end: int
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    score: float  # calibrated, in [0, 1]
+    evidence: tuple[Evidence, ...]
+
+
+def _hit_evidence(hits: list[RuleHit], norm: Normalized, length: int, prefix: str = "") -> list[Evidence]:
+    out = []
+    for h in hits:
+        start, end = norm.span(h.start, h.end, length)
+        out.append(Evidence("heuristic", f"{prefix}{h.rule.family}.{h.rule.name}", h.rule.weight, start, end))
+    return out
+
+
+def scan(text: str, model: LinearModel | None = None, use_classifier: bool = True) -> Verdict:
+    """Score a text for injection; the evidence names each layer that contributed."""
+    norm = normalize(text)
+    lower = norm.text.lower()
+    hits = rule_hits(lower)
+    evidence = _hit_evidence(hits, norm, len(text))
+    scores = [heuristic_score(hits)]
+    for view in decoded_views(norm.text):
+        view_hits = rule_hits(view.text.lower())
+        if view_hits and not (view.encoding in ("rot13", "leetspeak") and hits):
+            # An instruction that only appears once decoded was hidden on purpose.
+            scores.append(combine([heuristic_score(view_hits), 0.5]))
+            start, end = norm.span(view.start, view.end, len(text))
+            for h in view_hits:
+                evidence.append(Evidence("normalization", f"{view.encoding}:{h.rule.family}.{h.rule.name}",
+                                         h.rule.weight, start, end))
+    if "tag_smuggling" in norm.signals:
+        scores.append(0.85)  # nobody sends invisible tag characters by accident
+        evidence.append(Evidence("normalization", "tag_smuggling", 0.85, 0, len(text)))
+    gibberish = gibberish_suffix(norm.text)
+    if gibberish:
+        scores.append(gibberish)
+        evidence.append(Evidence("heuristic", "adversarial_suffix.gibberish", gibberish,
+                                 max(0, len(text) - 160), len(text)))
+    model = model if model is not None else shipped_model()
+    if use_classifier and model is not None:
+        best, best_span = 0.0, (0, len(text))
+        for start, end in windows(norm.text):
+            p = model.probability(prepare_text(norm.text[start:end]))
+            if p > best:
+                best, best_span = p, norm.span(start, end, len(text))
+        scores.append(best)
+        evidence.append(Evidence("classifier", "linear.ngrams", best, *best_span))
+    score = max(scores)
+    if "homoglyphs" in norm.signals or "invisible_chars" in norm.signals:
+        # Obfuscation alone is weak evidence, but it strengthens whatever else was found.
+        score = combine([score, 0.15]) if score >= 0.3 else score
+    return Verdict(round(score, 4), tuple(evidence))

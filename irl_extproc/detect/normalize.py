@@ -1,0 +1,162 @@
+"""Undo the tricks that hide text from detectors, keeping a map back to the original offsets.
+
+- Unicode tag characters (U+E0000 block) smuggle invisible ASCII: decoded to that ASCII.
+- Invisible and format characters (zero-width, bidi controls, soft hyphen) are dropped, so
+  ``ig\u200bnore`` reads ``ignore``.
+- NFKC folds full-width and compatibility forms (full-width or mathematical-bold letters).
+- Confusable homoglyphs (Cyrillic/Greek letters that look Latin) are mapped to Latin inside
+  words that also contain Latin letters; genuinely Cyrillic or Greek words are left alone.
+
+Encoded segments (base64, hex, rot13, leetspeak) are decoded by ``decoded_views`` so the same
+detectors can scan them too.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import codecs
+import re
+import unicodedata
+from dataclasses import dataclass, field
+
+import re2
+
+_INVISIBLE = frozenset([
+    0x00AD, 0x034F, 0x061C, 0x115F, 0x1160, 0x17B4, 0x17B5, 0x180E, 0x3164, 0xFEFF, 0xFFA0,
+    *range(0x200B, 0x2010), *range(0x202A, 0x202F), *range(0x2060, 0x2070), *range(0xFE00, 0xFE10),
+])
+# Cyrillic, Greek and Latin-extension letters that render like ASCII letters (escaped: they look alike).
+_CONFUSABLES = str.maketrans(
+    "\u0430\u0432\u0435\u043a\u043c\u043d\u043e\u0440\u0441\u0442\u0443\u0445\u0455\u0456\u0458\u0501"
+    "\u051b\u051d\u044c\u04bb\u0410\u0412\u0415\u041a\u041c\u041d\u041e\u0420\u0421\u0422\u0423\u0425"
+    "\u0405\u0406\u0408\u03b1\u03bf\u03bd\u03b9\u03ba\u03c1\u03c4\u03c5\u03c7\u03b5\u0391\u0392\u0395"
+    "\u0396\u0397\u0399\u039a\u039c\u039d\u039f\u03a1\u03a4\u03a5\u03a7\u0261\u0131\u0237\u2113\u0251"
+    "\ua7b5",
+    "abekmhopctyxsijdqwbhABEKMHOPCTYXSIJaovikptuxeABEZHIKMNOPTYXgijlab",
+)
+_NON_ASCII_RUN = re.compile(r"[^\x00-\x7f]+")
+_WORD_WITH_NON_ASCII = re.compile(r"\w*[^\x00-\x7f]\w*")
+_LATIN = re.compile(r"[A-Za-z]")
+
+
+@dataclass(slots=True)
+class Normalized:
+    """Normalised text, where each of its characters came from, and what tricks were seen."""
+
+    text: str
+    origin: list[int] | None = None  # origin[i]: offset in the original of text[i]; None = identity
+    signals: set[str] = field(default_factory=set)  # "tag_smuggling", "invisible_chars", "homoglyphs"
+
+    def span(self, start: int, end: int, original_length: int) -> tuple[int, int]:
+        """The original text's span for ``text[start:end]``."""
+        if self.origin is None:
+            return start, end
+        if not self.origin:
+            return 0, original_length
+        first = self.origin[min(start, len(self.origin) - 1)]
+        last = self.origin[end - 1] + 1 if end > 0 else first
+        return first, max(last, first)
+
+
+def normalize(text: str) -> Normalized:
+    if text.isascii():
+        return Normalized(text)
+    out: list[str] = []
+    origin: list[int] = []
+    signals: set[str] = set()
+    position = 0
+    for run in _NON_ASCII_RUN.finditer(text):
+        out.append(text[position:run.start()])
+        origin.extend(range(position, run.start()))
+        for offset, ch in enumerate(run.group(), run.start()):
+            code = ord(ch)
+            if 0xE0000 <= code <= 0xE007F:
+                signals.add("tag_smuggling")
+                if 0xE0020 <= code <= 0xE007E:
+                    out.append(chr(code - 0xE0000))
+                    origin.append(offset)
+                continue
+            if code in _INVISIBLE:
+                signals.add("invisible_chars")
+                continue
+            folded = unicodedata.normalize("NFKC", ch)
+            out.append(folded)
+            origin.extend([offset] * len(folded))
+        position = run.end()
+    out.append(text[position:])
+    origin.extend(range(position, len(text)))
+    joined = "".join(out)
+    mapped = _WORD_WITH_NON_ASCII.sub(_unconfuse, joined)
+    if mapped != joined:
+        signals.add("homoglyphs")
+    return Normalized(mapped, origin, signals)
+
+
+def _unconfuse(word: re.Match[str]) -> str:
+    """Map look-alike letters to Latin only in words that mix them with Latin letters."""
+    w = word.group()
+    if not _LATIN.search(w):
+        return w
+    return w.translate(_CONFUSABLES)
+
+
+# --- encoded segments ------------------------------------------------------------------------
+
+# RE2 (linear, fast on long text); scanning left to right, runs are found whole.
+_BASE64 = re2.compile(r"[A-Za-z0-9+/_-]{16,}={0,2}")
+_HEX = re2.compile(r"(?:[0-9A-Fa-f]{2}[ :]?){12,}")
+_LEET_WORD = re.compile(r"\b(?=\w*[a-z])(?=\w*[013457@$])[a-z0-9@$]{3,}\b", re.IGNORECASE)
+_LEET = str.maketrans("013457@$", "oieastas")
+_MAX_DECODED = 8192
+_MAX_WHOLE_VIEW = 8192
+
+
+@dataclass(frozen=True, slots=True)
+class DecodedView:
+    """Text recovered from an encoded segment, and where that segment is in the scanned text."""
+
+    encoding: str  # base64, hex, rot13, leetspeak
+    start: int
+    end: int
+    text: str
+
+
+def _readable(raw: bytes) -> str | None:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    letters = sum(ch.isalpha() or ch.isspace() for ch in text)
+    return text if len(text) >= 8 and letters >= 0.8 * len(text) and " " in text.strip() else None
+
+
+def decoded_views(text: str) -> list[DecodedView]:
+    """Readable text hidden in base64/hex runs, plus rot13 and de-leeted views when plausible."""
+    views: list[DecodedView] = []
+    for m in _BASE64.finditer(text):
+        chunk = m.group().rstrip("=")
+        if chunk.isalpha() or chunk.isdigit():  # plain words or numbers, not an encoding
+            continue
+        padded = chunk + "=" * (-len(chunk) % 4)
+        try:
+            raw = base64.b64decode(padded.replace("-", "+").replace("_", "/"), validate=True)
+        except (binascii.Error, ValueError):
+            continue
+        decoded = _readable(raw[:_MAX_DECODED])
+        if decoded:
+            views.append(DecodedView("base64", m.start(), m.end(), decoded))
+    for m in _HEX.finditer(text):
+        digits = re.sub(r"[ :]", "", m.group())
+        if len(digits) % 2:
+            digits = digits[:-1]
+        decoded = _readable(bytes.fromhex(digits)[:_MAX_DECODED])
+        if decoded:
+            views.append(DecodedView("hex", m.start(), m.end(), decoded))
+    if len(text) > _MAX_WHOLE_VIEW:
+        return views  # whole-text re-readings are for prompts, not long documents
+    leet = [m for m in _LEET_WORD.finditer(text) if not m.group().isdigit()]
+    if len(leet) >= 2:
+        views.append(DecodedView("leetspeak", 0, len(text), _LEET_WORD.sub(lambda m: m.group().translate(_LEET), text)))
+    views.append(DecodedView("rot13", 0, len(text), codecs.encode(text, "rot13")))
+    return views
