@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from irl_extproc.conversation import Conversation, JsonPath
 
 Action = Literal["block", "redact", "monitor"]
-Layer = Literal["pattern", "validator", "heuristic", "classifier", "limit", "schema", "context"]
+Layer = Literal["pattern", "validator", "heuristic", "classifier", "limit", "schema", "context", "normalization"]
 BodyEdit = tuple[JsonPath, int | str | bool]  # set this top-level-relative body field to this value
 
 

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from irl_extproc.invariants import budget, deny_patterns, limits, loop_guard, pii
+from irl_extproc.invariants import budget, deny_patterns, limits, loop_guard, pii, prompt_injection
 from irl_extproc.invariants.base import Invariant, InvariantConfig
 
 
@@ -22,6 +22,7 @@ REGISTRY: dict[str, InvariantType] = {
         InvariantType(deny_patterns.DenyPatternsConfig, deny_patterns.DenyPatterns),
         InvariantType(limits.LimitsConfig, limits.Limits),
         InvariantType(pii.PiiConfig, pii.Pii),
+        InvariantType(prompt_injection.PromptInjectionConfig, prompt_injection.PromptInjection),
         InvariantType(budget.BudgetConfig, budget.Budget),
         InvariantType(loop_guard.LoopGuardConfig, loop_guard.LoopGuard),
     )
