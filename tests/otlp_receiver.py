@@ -17,7 +17,6 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent import futures
 from dataclasses import dataclass
-from types import TracebackType
 
 import grpc
 import pytest
@@ -34,7 +33,8 @@ class ReceivedSpan:
 
     @property
     def attributes(self) -> dict[str, object]:
-        return {kv.key: getattr(kv.value, kv.value.WhichOneof("value") or "string_value") for kv in self.span.attributes}
+        return {kv.key: getattr(kv.value, kv.value.WhichOneof("value") or "string_value")
+                for kv in self.span.attributes}
 
 
 def _service_name(resource_attributes: object) -> str:
@@ -57,7 +57,7 @@ class OtlpReceiver(trace_service_pb2_grpc.TraceServiceServicer, metrics_service_
 
     # -- the services -------------------------------------------------------------------------
 
-    def Export(self, request: object, context: grpc.ServicerContext) -> object:  # noqa: N802 - gRPC method name
+    def Export(self, request: object, context: grpc.ServicerContext) -> object:
         with self._changed:
             if isinstance(request, trace_service_pb2.ExportTraceServiceRequest):
                 for resource_spans in request.resource_spans:
@@ -109,7 +109,7 @@ class OtlpReceiver(trace_service_pb2_grpc.TraceServiceServicer, metrics_service_
     def __enter__(self) -> OtlpReceiver:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(self, *_: object) -> None:
         self.stop()
 
 

@@ -53,6 +53,7 @@ def run_verify(args: argparse.Namespace) -> int:
         state = "ok" if report.ok else f"BROKEN ({len(report.problems)} problems)"
         print(f"{state}: chain {report.chain!r}: {report.records} records ({span}) in {len(report.files)} file(s)")
         if report.head:
-            print(f"  head (keep it to detect truncation later): --anchor {report.chain}:{report.head[0]}:{report.head[1]}")
+            sequence, digest = report.head
+            print(f"  head (keep it to detect truncation later): --anchor {report.chain}:{sequence}:{digest}")
         failed = failed or not report.ok
     return 1 if failed else 0

@@ -1,0 +1,118 @@
+"""Decision records built as dicts parse into irl.v1.DecisionRecord and never carry content."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from google.protobuf import json_format
+
+from irl_extproc._gen.irl.v1 import decision_pb2
+from irl_extproc.conversation import Conversation, Segment, Usage
+from irl_extproc.invariants.base import Finding
+from irl_extproc.telemetry import record as records
+
+pytestmark = pytest.mark.unit
+
+SECRET = "alice@example.com"
+
+
+def conversation() -> Conversation:
+    return Conversation(
+        direction="response", api_format="openai-chat", body={}, model="gpt-4o-mini-2024",
+        segments=[Segment("assistant", f"mail {SECRET}", ("choices", 0, "message", "content"))],
+        usage=Usage(input_tokens=12, output_tokens=30),
+    )
+
+
+def findings() -> list[Finding]:
+    return [
+        Finding("pii", "pii.email", "redact", "e-mail address", layer="validator", score=0.99, threshold=0.5,
+                segment=0, start=5, end=5 + len(SECRET), replacement="[EMAIL]"),
+        Finding("pii", "pii.phone", "monitor", "phone number", score=float("nan")),
+    ]
+
+
+def full_record() -> records.Record:
+    return records.decision_record(
+        service="chat", route="chat/v1", policy_version="ab" * 32, mode="enforce", phase="response_body",
+        verdict="redact", enforced=True,
+        results=[records.invariant_result("pii", findings(), 42, conversation()),
+                 records.invariant_result("deny_patterns", [], 7),
+                 records.invariant_result("broken", [], 3, error="KeyError")],
+        request_id="req-1", trace_id="0af7651916cd43dd8448eb211c80319c", span_id="b7ad6b7169203331",
+        tenant="team-a", status=0, flags=["unchecked:irl_body_too_large"], usage=records.usage_entry(conversation()),
+        charges=[{"budget": "daily", "key": "team-a", "tokens": 42, "cost": 0.0021, "currency": "USD",
+                  "remaining": 9.5, "estimated": False}],
+        duration_us=120, time_ns=1_763_784_578_123_456_789,
+    )
+
+
+def test_every_field_the_builder_writes_is_in_the_proto() -> None:
+    record = full_record()
+    message = json_format.ParseDict(record, decision_pb2.DecisionRecord())  # unknown fields raise
+    assert message.time.ToNanoseconds() == 1_763_784_578_123_456_000
+    assert message.phase == decision_pb2.PHASE_RESPONSE_BODY
+    assert message.verdict == decision_pb2.VERDICT_REDACT
+    assert message.mode == decision_pb2.MODE_ENFORCE
+    pii = message.results[0]
+    assert pii.action == decision_pb2.ACTION_REDACT
+    assert [f.rule for f in pii.findings] == ["pii.email", "pii.phone"]
+    assert pii.findings[0].segment_path == "choices[0].message.content"
+    assert (pii.findings[0].start, pii.findings[0].end) == (5, 22)
+    assert pii.findings[1].score == 0.0  # NaN from a broken detector becomes 0, not an unwritable record
+    assert message.results[1].action == decision_pb2.ACTION_PASS
+    assert message.results[2].error == "KeyError"
+    assert message.usage.response_model == "gpt-4o-mini-2024"
+    assert (message.usage.input_tokens, message.usage.output_tokens) == (12, 30)
+    assert message.usage.provider == "openai"
+    assert message.charges[0].cost == pytest.approx(0.0021)
+
+
+def test_no_content_reaches_the_record() -> None:
+    text = json.dumps(full_record())
+    assert SECRET not in text
+    assert "[EMAIL]" not in text  # the replacement text is not recorded either
+
+
+def test_minimal_records_leave_empty_fields_out() -> None:
+    record = records.decision_record(service="s", route="s/r", policy_version="v", mode="monitor",
+                                     phase="request_headers", verdict="error", enforced=True, error="irl_unknown_api",
+                                     status=404, time_ns=0)
+    assert record == {"time": "1970-01-01T00:00:00.000000Z", "service": "s", "route": "s/r", "policy_version": "v",
+                      "mode": "MODE_MONITOR", "phase": "PHASE_REQUEST_HEADERS", "verdict": "VERDICT_ERROR",
+                      "enforced": True, "status": 404, "error": "irl_unknown_api"}
+    json_format.ParseDict(record, decision_pb2.DecisionRecord())
+
+
+def test_every_phase_and_verdict_name_exists_in_the_proto() -> None:
+    for phase in ("request_headers", "request_body", "response_headers", "response_body", "request_trailers",
+                  "response_trailers"):
+        decision_pb2.Phase.Value(records.phase_name(phase))  # ValueError if the proto lacks it
+    for verdict in ("allow", "redact", "block", "error"):
+        record = records.decision_record(service="s", route="r", policy_version="v", mode="enforce",
+                                         phase="request_body", verdict=verdict, enforced=True)
+        json_format.ParseDict(record, decision_pb2.DecisionRecord())
+
+
+def test_envoy_metadata_summarises_the_record() -> None:
+    assert records.envoy_metadata(full_record()) == {
+        "decision": "redact", "route": "chat/v1", "policy_version": "ab" * 6, "invariants": "pii",
+        "rules": "pii.email,pii.phone", "flags": "unchecked:irl_body_too_large",
+    }
+    monitored = records.decision_record(service="s", route="s/r", policy_version="v", mode="monitor",
+                                        phase="request_body", verdict="block", enforced=False)
+    assert records.envoy_metadata(monitored)["decision"] == "monitor:block"
+
+
+def test_strongest_action_and_paths() -> None:
+    assert records.strongest_action([]) == "pass"
+    assert records.strongest_action(findings()) == "redact"
+    assert records.json_path_text(("messages", 2, "content", 0, "text")) == "messages[2].content[0].text"
+
+
+def test_rfc3339_matches_protobuf_timestamps() -> None:
+    for ns in (0, 999_999_999, 1_763_784_578_000_001_000, 1_763_784_579_500_000_000):
+        text = records.rfc3339(ns)
+        parsed = json_format.ParseDict({"time": text}, decision_pb2.DecisionRecord())
+        assert parsed.time.ToNanoseconds() == ns // 1000 * 1000
