@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from irl_extproc.invariants import budget, deny_patterns, limits, loop_guard, pii, prompt_injection
+from irl_extproc.invariants import budget, deny_patterns, limits, loop_guard, pii, prompt_injection, secrets
 from irl_extproc.invariants.base import Invariant, InvariantConfig
 
 
@@ -23,6 +23,7 @@ REGISTRY: dict[str, InvariantType] = {
         InvariantType(limits.LimitsConfig, limits.Limits),
         InvariantType(pii.PiiConfig, pii.Pii),
         InvariantType(prompt_injection.PromptInjectionConfig, prompt_injection.PromptInjection),
+        InvariantType(secrets.SecretsConfig, secrets.Secrets),
         InvariantType(budget.BudgetConfig, budget.Budget),
         InvariantType(loop_guard.LoopGuardConfig, loop_guard.LoopGuard),
     )
