@@ -67,7 +67,7 @@ def extproc_filter(render_plan: RenderPlan) -> dict[str, Any]:
     }
 
 
-def _rate_limit_filter() -> dict[str, Any]:
+def rate_limit_filter() -> dict[str, Any]:
     """No bucket here: only routes with a per-route config are limited."""
     return {
         "name": RATE_LIMIT_FILTER,
@@ -112,7 +112,7 @@ def http_connection_manager(render_plan: RenderPlan, *, tracing: bool, xds_dir: 
     else:
         hcm["rds"] = {"route_config_name": ROUTE_CONFIG_NAME, "config_source": _path_source(xds_dir, "rds")}
     hcm["http_filters"] = [
-        _rate_limit_filter(),  # before ext_proc: a limited request costs IRL nothing
+        rate_limit_filter(),  # before ext_proc: a limited request costs IRL nothing
         extproc_filter(render_plan),
         {
             "name": "envoy.filters.http.router",

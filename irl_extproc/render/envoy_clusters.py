@@ -27,7 +27,7 @@ HTTP2_OPTIONS = {
 HEALTH_CHECK_DEFAULTS = {"interval": 5.0, "timeout": 1.0, "unhealthy_threshold": 3, "healthy_threshold": 2}
 
 
-def _is_ip(address: str) -> bool:
+def is_ip(address: str) -> bool:
     try:
         ipaddress.ip_address(address)
     except ValueError:
@@ -50,7 +50,7 @@ def _endpoints(name: str, endpoints: Sequence[tuple[str, int]]) -> dict[str, Any
 
 
 def _base_cluster(name: str, endpoints: Sequence[tuple[str, int]], connect_timeout: float) -> dict[str, Any]:
-    static = all(_is_ip(host) for host, _ in endpoints)
+    static = all(is_ip(host) for host, _ in endpoints)
     cluster: dict[str, Any] = {
         "name": name,
         "type": "STATIC" if static else "STRICT_DNS",
@@ -65,7 +65,7 @@ def _base_cluster(name: str, endpoints: Sequence[tuple[str, int]], connect_timeo
 
 def _tls(address: str) -> dict[str, Any]:
     validation: dict[str, Any] = {"trusted_ca": {"filename": SYSTEM_CA_FILE}}
-    if not _is_ip(address):
+    if not is_ip(address):
         validation["match_typed_subject_alt_names"] = [{"san_type": "DNS", "matcher": {"exact": address}}]
     return {
         "name": "envoy.transport_sockets.tls",
