@@ -62,7 +62,9 @@ def _duplicate_limits(limits: list[BudgetLimit]) -> str | None:
     for limit in limits:
         for metric in ("tokens", "usd"):
             key = (limit.window, metric, limit.model)
-            if getattr(limit, metric) is not None and key in seen:
+            if getattr(limit, metric) is None:
+                continue
+            if key in seen:
                 return f"two {limit.window} {metric} limits for model {limit.model or 'any'}; keep one"
             seen.add(key)
     return None

@@ -27,11 +27,12 @@ def _answers_ping(port: int) -> bool:
 
 
 class RedisServer:
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, port: int | None = None) -> None:
+        """A new server; give ``port`` to bring one back where a killed one was."""
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not installed: `./dev test` installs it (Debian package redis-server)")
-        (self.port,) = free_ports(1)
+        (self.port,) = (port,) if port is not None else free_ports(1)
         argv = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
                 "--dir", str(directory)]
         self.child = Child("redis-server", argv, log=directory / f"redis-{self.port}.log")

@@ -32,6 +32,7 @@ GOOD = """\
                 limits:
                   - {window: minute, tokens: 20000}
                   - {window: month, usd: 500}
+                  - {window: month, tokens: 9000000}
                   - {window: day, tokens: 100000, model: gpt-4o}
                 prices:
                   gpt-4o-mini: {input: 0.15, output: 0.60}

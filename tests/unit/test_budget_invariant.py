@@ -11,31 +11,14 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from irl_extproc.budgets.memory import MemoryStore
 from irl_extproc.budgets.metrics import BudgetMetrics
 from irl_extproc.codecs.anthropic_messages import AnthropicMessages
-from irl_extproc.codecs.openai_chat import OpenAIChat
 from irl_extproc.conversation import Conversation, Usage
-from irl_extproc.invariants.base import CheckContext, Finding, apply_edits
+from irl_extproc.invariants.base import Finding, apply_edits
 from irl_extproc.invariants.budget import Budget, BudgetConfig, charges
+from tests.budget_helpers import chat, completion, context
 
 pytestmark = pytest.mark.unit
 
 PRICES = {"gpt-4o-mini": {"input": 0.15, "output": 0.6}, "gpt-4o*": {"input": 2.5, "output": 10.0}}
-
-
-def chat(text: str = "x" * 400, model: str = "gpt-4o-mini", **extra: Any) -> Conversation:
-    """400 characters: an estimated 100 prompt tokens."""
-    return OpenAIChat().decode_request({"model": model, "messages": [{"role": "user", "content": text}], **extra})
-
-
-def completion(text: str = "ok", usage: dict[str, int] | None = None) -> Conversation:
-    body: dict[str, Any] = {"id": "c", "object": "chat.completion", "model": "gpt-4o-mini",
-                            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}}]}
-    if usage is not None:
-        body["usage"] = usage
-    return OpenAIChat().decode_response(body)
-
-
-def context(tenant: str | None = "acme", **identity: str) -> CheckContext:
-    return CheckContext(route_id="chat/completions", tenant=tenant, identity=identity)
 
 
 def budget(store: MemoryStore | None = None, metrics: BudgetMetrics | None = None, **config: Any) -> Budget:
