@@ -16,7 +16,7 @@ from typing import Any, Literal
 from irl_extproc._gen.envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2 as pm
 from irl_extproc._gen.envoy.service.ext_proc.v3 import external_processor_pb2 as ep
 from irl_extproc.codecs.base import Codec, CodecError, encode_json, parse_json
-from irl_extproc.codecs.registry import CODECS, codec_for
+from irl_extproc.codecs.registry import CODECS, codec_for, resolve_format
 from irl_extproc.conversation import Conversation, Direction
 from irl_extproc.decision import Decision
 from irl_extproc.engine import (
@@ -31,6 +31,8 @@ from irl_extproc.engine import (
 from irl_extproc.invariants.base import CheckContext
 from irl_extproc.server import responses
 from irl_extproc.server.bodies import DECODABLE, BodyBuffer, BodyTooLarge, UndecodableBody, decode_content
+from irl_extproc.streaming.registry import STREAM_CODECS
+from irl_extproc.streaming.stream import ResponseStream, StreamHooks
 
 log = logging.getLogger("irl.processor")
 
@@ -102,6 +104,7 @@ class StreamProcessor:
         self.request_id = ""
         self.status = 0
         self.outcome = Outcome()
+        self.stream: ResponseStream | None = None  # a streamed (SSE) response under inspection
 
     # -- the loop's entry point -------------------------------------------------------------
 
@@ -120,6 +123,8 @@ class StreamProcessor:
 
     async def close(self) -> None:
         """The stream ended (normally, or Envoy closed it early): release per-stream state."""
+        if self.stream is not None:
+            self.stream.close()
         self.context.state.clear()
 
     # -- phases -----------------------------------------------------------------------------
@@ -195,7 +200,9 @@ class StreamProcessor:
         if not 200 <= self.status < 300:
             self.response.skipped = f"upstream status {self.status}"
         elif "text/event-stream" in self.response.headers.get("content-type", ""):
-            self.response.skipped = "streamed response"
+            if self.response.body_mode in (FULL_DUPLEX, pm.ProcessingMode.BUFFERED):
+                return self._open_stream(route, reply)
+            self.response.skipped = "streamed response outside full-duplex or buffered mode"
         else:
             self._check_encoding(self.response, route)
             self.response.buffer = BodyBuffer(route.sentinel.max_body_bytes)
@@ -205,6 +212,8 @@ class StreamProcessor:
         return reply
 
     async def on_response_body(self, body: ep.HttpBody, _: ep.ProcessingRequest) -> ep.ProcessingResponse | None:
+        if self.stream is not None:  # replies go out through self.send (full duplex)
+            return await self.stream.feed(body.body, end_of_stream=body.end_of_stream)
         route, side = self.route, self.response
         if route is None or side.buffer is None:
             return self._pass_body("response_body", side, body)
@@ -222,7 +231,31 @@ class StreamProcessor:
         return responses.continue_response("request_trailers")
 
     async def on_response_trailers(self, _: Any, __: ep.ProcessingRequest) -> ep.ProcessingResponse:
+        if self.stream is not None:  # a body that ends with trailers: release what is held first
+            await self.stream.feed(b"", end_of_stream=True, trailers=True)
         return responses.continue_response("response_trailers")
+
+    def _open_stream(self, route: CompiledRoute, reply: ep.ProcessingResponse) -> ep.ProcessingResponse:
+        """Inspect a streamed (SSE) response in flight (irl_extproc/streaming, docs/streaming.md)."""
+        self._check_encoding(self.response, route)
+        make_codec = STREAM_CODECS.get(resolve_format(route.sentinel.format, self.path))
+        if make_codec is None:
+            raise Reject(502, "irl_unknown_api", "IRL cannot read this streamed response: set sentinel.format")
+        hooks = StreamHooks(
+            send=self.send,
+            record=lambda decision: self._record(self.response, decision),
+            fault=lambda code, passed: self._note_failure("response_body", code, passed=passed),
+            decorate=self._with_metadata,
+        )
+        full_duplex = self.response.body_mode == FULL_DUPLEX
+        self.stream = ResponseStream(
+            route, make_codec(), self.context, hooks, full_duplex=full_duplex, encoding=self.response.encoding
+        )
+        if self.response.encoding:  # the stream goes on decoded
+            return responses.mutate(
+                "response_headers", set_headers=self._client_headers(), remove_headers=("content-encoding",)
+            )
+        return reply
 
     # -- helpers ----------------------------------------------------------------------------
 
@@ -260,12 +293,15 @@ class StreamProcessor:
         self, side: Side, invariants: tuple[CompiledInvariant, ...], conversation: Conversation, route: CompiledRoute
     ) -> Decision:
         decision = evaluate(invariants, conversation, self.context, route.sentinel.mode)
+        self._record(side, decision)
+        return decision
+
+    def _record(self, side: Side, decision: Decision) -> None:
         side.decision = decision
         if decision.verdict != "allow":
             self.outcome.rules += [f.rule for f in decision.findings]
             if decision.enforced or self.outcome.verdict == "allow":
                 self.outcome.verdict = decision.verdict if decision.enforced else f"monitor:{decision.verdict}"
-        return decision
 
     def _body_reply(self, phase: str, side: Side, changed: Conversation | None, raw: bytes) -> ep.ProcessingResponse:
         body = encode_json(changed.body) if changed is not None else None
@@ -322,23 +358,28 @@ class StreamProcessor:
     def _reject(self, phase: str, reject: Reject) -> ep.ProcessingResponse:
         """Bad input: fail_open passes it on flagged; fail_closed answers with a clear error."""
         fail_open = self._on_error() == "fail_open"
+        self._note_failure(phase, reject.code, passed=fail_open)
+        if fail_open:
+            return self._with_metadata(self._pass_unchecked(phase, reject.code))
+        codec = self.codec or _DEFAULT_CODEC
+        body = codec.error_body(reject.status, reject.message, reject.code)
+        headers = self._error_headers("error", reject.code)
+        return self._with_metadata(responses.immediate(reject.status, body, headers=headers, details=reject.code))
+
+    def _note_failure(self, phase: str, code: str, *, passed: bool) -> None:
         log.warning(
             "route=%s request_id=%s phase=%s %s (%s)",
             self.route_id,
             self.request_id,
             phase,
-            reject.code,
-            "passed unchecked: fail_open" if fail_open else "refused: fail_closed",
+            code,
+            "passed unchecked: fail_open" if passed else "refused: fail_closed",
         )
-        if fail_open:
-            self.outcome.flags.append(f"unchecked:{reject.code}")
-            return self._with_metadata(self._pass_unchecked(phase, reject.code))
-        self.outcome.verdict = "error"
-        self.outcome.error = reject.code
-        codec = self.codec or _DEFAULT_CODEC
-        body = codec.error_body(reject.status, reject.message, reject.code)
-        headers = self._error_headers("error", reject.code)
-        return self._with_metadata(responses.immediate(reject.status, body, headers=headers, details=reject.code))
+        if passed:
+            self.outcome.flags.append(f"unchecked:{code}")
+        else:
+            self.outcome.verdict = "error"
+            self.outcome.error = code
 
     def _pass_unchecked(self, phase: str, reason: str) -> ep.ProcessingResponse:
         """Stop inspecting this side and forward everything held so far unchanged."""

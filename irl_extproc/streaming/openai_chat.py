@@ -1,0 +1,71 @@
+"""OpenAI Chat Completions streams: ``chat.completion.chunk`` events, then ``data: [DONE]``.
+
+Channels: ``(choice, "content")``, ``(choice, "refusal")`` and ``(choice, "tool", n)`` for
+the arguments of tool call ``n``. A choice's ``finish_reason`` ends its channels; the
+usage chunk (``stream_options.include_usage``) has no choices.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from irl_extproc.codecs.base import encode_json
+from irl_extproc.codecs.openai_chat import OpenAIChat
+from irl_extproc.conversation import Usage
+from irl_extproc.streaming.events import Parsed, TextField, integer, items, json_object
+from irl_extproc.streaming.sse import SseEvent, encode_event
+
+_ERRORS = OpenAIChat()
+
+
+def _choice_fields(position: int, number: int, delta: dict[str, Any]) -> list[TextField]:
+    path = ("choices", position, "delta")
+    fields = [
+        TextField((number, key), "assistant", (*path, key), delta[key])
+        for key in ("content", "refusal")
+        if isinstance(delta.get(key), str) and delta[key]
+    ]
+    for j, call in items(delta.get("tool_calls")):
+        function = call.get("function")
+        arguments = function.get("arguments") if isinstance(function, dict) else None
+        if isinstance(arguments, str) and arguments:
+            call_number = integer(call.get("index"))
+            fields.append(
+                TextField(
+                    (number, "tool", j if call_number is None else call_number),
+                    "tool_call",
+                    (*path, "tool_calls", j, "function", "arguments"),
+                    arguments,
+                )
+            )
+    return fields
+
+
+class OpenAIChatStream:
+    name = "openai-chat"
+    summaries = False
+
+    def parse(self, event: SseEvent) -> Parsed:
+        if event.data is None:
+            return Parsed()
+        if event.data.strip() == "[DONE]":
+            return Parsed(terminal=True)
+        document = json_object(event.data)
+        parsed = Parsed(document)
+        closes = []
+        for position, choice in items(document.get("choices")):
+            number = integer(choice.get("index"))
+            number = position if number is None else number
+            delta = choice.get("delta")
+            if isinstance(delta, dict):
+                parsed.fields += _choice_fields(position, number, delta)
+            if choice.get("finish_reason") is not None:
+                closes.append((number,))
+        parsed.closes = tuple(closes)
+        usage = document.get("usage")
+        if isinstance(usage, dict):
+            parsed.usage = Usage(integer(usage.get("prompt_tokens")), integer(usage.get("completion_tokens")))
+        return parsed
+
+    def error_event(self, status: int, message: str, code: str) -> bytes:
+        return encode_event(encode_json(_ERRORS.error_body(status, message, code)))
