@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field, model_validator
 
 from irl_extproc.conversation import Conversation, Segment, Source
-from irl_extproc.invariants.base import CheckContext, InvariantConfig
+from irl_extproc.invariants.base import Action, CheckContext, InvariantConfig
 from irl_extproc.masking import DEFAULT_KEY_ENV, Masker, Strategy, hash_key_from_env
 
 SCORES_KEY = "scores"  # context.state[SCORES_KEY][invariant name] = highest score seen
@@ -54,3 +54,8 @@ class MaskedConfig(ScopedConfig):
 def masker_for(config: MaskedConfig) -> Masker:
     key = hash_key_from_env(config.hash_key_env) if config.redaction == "hash" else None
     return Masker(config.redaction, reversible=config.restore, hash_key=key)
+
+
+def unredactable(action: Action) -> Action:
+    """For findings with nothing to cut out (a missing pattern, bad SQL): redact means block."""
+    return "monitor" if action == "monitor" else "block"

@@ -6,7 +6,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from irl_extproc.invariants import budget, deny_patterns, limits, loop_guard, pii, prompt_injection, secrets
+from irl_extproc.invariants import (
+    budget,
+    canary,
+    deny_patterns,
+    json_schema,
+    limits,
+    links,
+    loop_guard,
+    patterns,
+    pii,
+    prompt_injection,
+    secrets,
+    sql,
+)
 from irl_extproc.invariants.base import Invariant, InvariantConfig
 
 
@@ -24,6 +37,11 @@ REGISTRY: dict[str, InvariantType] = {
         InvariantType(pii.PiiConfig, pii.Pii),
         InvariantType(prompt_injection.PromptInjectionConfig, prompt_injection.PromptInjection),
         InvariantType(secrets.SecretsConfig, secrets.Secrets),
+        InvariantType(json_schema.JsonSchemaConfig, json_schema.JsonSchema),
+        InvariantType(patterns.PatternsConfig, patterns.Patterns),
+        InvariantType(links.LinksConfig, links.Links),
+        InvariantType(sql.SqlConfig, sql.Sql),
+        InvariantType(canary.CanaryConfig, canary.Canary),
         InvariantType(budget.BudgetConfig, budget.Budget),
         InvariantType(loop_guard.LoopGuardConfig, loop_guard.LoopGuard),
     )
