@@ -52,6 +52,8 @@ def _read(path: Path | None) -> dict[str, Any]:
 class JsonSchema:
     """Compiled once per policy load; checks response segments."""
 
+    whole_response = True  # judged on the complete text: a stream is checked at its end (docs/streaming.md)
+
     def __init__(self, config: JsonSchemaConfig) -> None:
         self.config = config
         schema = config.json_schema if config.json_schema is not None else _read(config.schema_file)

@@ -40,6 +40,8 @@ class SqlConfig(ScopedConfig):
 
 
 class Sql:
+    whole_response = True  # judged on the complete text: a stream is checked at its end (docs/streaming.md)
+
     def __init__(self, config: SqlConfig) -> None:
         self.config = config
         self._dialect = "" if config.dialect == "ansi" else config.dialect

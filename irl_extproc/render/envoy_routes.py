@@ -109,9 +109,11 @@ def extproc_per_route(route: ResolvedRoute, sentinel: EffectiveSentinel | None) 
             "request_header_mode": "SEND",
             "response_header_mode": "SEND" if responses else "SKIP",
             "request_body_mode": "BUFFERED" if sentinel.request else "NONE",
-            "response_body_mode": "BUFFERED" if responses else "NONE",
+            # Full duplex lets IRL hold back part of a streamed (SSE) response and release it
+            # rewritten (docs/streaming.md); Envoy requires trailers SEND for it.
+            "response_body_mode": "FULL_DUPLEX_STREAMED" if responses else "NONE",
             "request_trailer_mode": "SKIP",
-            "response_trailer_mode": "SKIP",
+            "response_trailer_mode": "SEND" if responses else "SKIP",
         },
         "grpc_initial_metadata": [{"key": ROUTE_METADATA_KEY, "value": route.id}],
         "failure_mode_allow": sentinel.on_error == "fail_open",

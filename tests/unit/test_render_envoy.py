@@ -68,7 +68,8 @@ def test_each_route_carries_its_identity_and_needs_only_the_bodies_it_checks() -
     chat = overrides(routes["chat/chat"])
     assert chat["grpc_initial_metadata"] == [{"key": "x-irl-route", "value": "chat/chat"}]
     assert chat["processing_mode"]["request_body_mode"] == "BUFFERED"
-    assert chat["processing_mode"]["response_body_mode"] == "BUFFERED"
+    assert chat["processing_mode"]["response_body_mode"] == "FULL_DUPLEX_STREAMED"
+    assert chat["processing_mode"]["response_trailer_mode"] == "SEND"
     assert chat["failure_mode_allow"] is False
     messages = overrides(routes["chat/messages"])
     assert messages["processing_mode"]["response_header_mode"] == "SKIP"
