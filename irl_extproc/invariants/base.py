@@ -20,6 +20,9 @@ class InvariantConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     name: ClassVar[str]
+    # A request-side invariant that must see how the exchange ended (``Settling``, e.g. budget):
+    # the route then needs the response headers and body even with no response invariants.
+    needs_response: ClassVar[bool] = False
     action: Action = Field("block", description="block the message, redact the span, or only monitor")
 
 
@@ -90,7 +93,7 @@ def apply_edits(conversation: Conversation, findings: Iterable[Finding]) -> int:
     """Write each finding's ``edit`` into the body (creating objects on the way). Returns the count."""
     applied = 0
     for finding in findings:
-        if finding.edit is None or not isinstance(conversation.body, dict):
+        if finding.edit is None or finding.action != "redact" or not isinstance(conversation.body, dict):
             continue
         path, value = finding.edit
         target: Any = conversation.body

@@ -72,6 +72,7 @@ def _duplicate_limits(limits: list[BudgetLimit]) -> str | None:
 
 class BudgetConfig(CounterConfig):
     name: ClassVar[str] = "budget"
+    needs_response: ClassVar[bool] = True  # usage is charged from the response
     limits: list[BudgetLimit] = Field(default_factory=list, description="all must hold; each is one counter")
     prices: dict[str, Price] = Field(
         default_factory=dict, description="per model (exact, or a prefix ending in '*'): USD per 1M tokens"
@@ -327,10 +328,10 @@ class Budget(CounterGuard):
         input_tokens = usage.input_tokens if usage else None
         output_tokens = usage.output_tokens if usage else None
         estimated = usage is None or usage.estimated or input_tokens is None or output_tokens is None
+        if output_tokens is None:  # no usage: the text the client got, else what was reserved
+            output_tokens = estimate_tokens(response.char_count) if response.segments else hold.output_tokens
         return hold.charge_for(
-            input_tokens if input_tokens is not None else hold.input_tokens,
-            output_tokens if output_tokens is not None else estimate_tokens(response.char_count),
-            estimated=estimated,
+            input_tokens if input_tokens is not None else hold.input_tokens, output_tokens, estimated=estimated
         )
 
 

@@ -271,3 +271,18 @@ async def test_responses_are_not_checked_on_the_response_side() -> None:
     guard = budget(limits=[{"window": "day", "tokens": 1}])
     assert await guard.check_async(completion(), context()) == []
     assert guard.check(completion(), context()) == []
+
+
+async def test_a_stream_without_usage_or_kept_text_is_charged_its_reservation() -> None:
+    guard = budget(limits=[{"window": "day", "tokens": 10_000}])
+    ctx = context()
+    await guard.check_async(chat(max_tokens=300, stream=True), ctx)
+    await guard.settle(Conversation("response", "openai-chat", {}, stream=True), ctx, completed=True)
+    assert charges(ctx) == [{"model": "gpt-4o-mini", "input_tokens": 100, "output_tokens": 300, "estimated": True}]
+
+
+def test_only_redact_findings_edit_the_body() -> None:
+    conversation = chat(max_tokens=10)
+    monitor = Finding("budget", "budget.max_tokens", "monitor", "would cap", edit=(("max_tokens",), 5))
+    assert apply_edits(conversation, [monitor]) == 0
+    assert conversation.body["max_tokens"] == 10
