@@ -10,6 +10,8 @@ from collections.abc import Sequence
 # One line per subcommand; each module has ``register(subparsers)`` that sets ``func``.
 COMMAND_MODULES = (
     "validate",
+    "render",
+    "diff",
     "schema",
     "serve",
     "up",

@@ -38,6 +38,11 @@ def test_rendered_bootstrap_is_valid(policy_file: Path, tracing: bool, tmp_path:
     assert_envoy_accepts(path)
 
 
+@pytest.mark.parametrize("golden", sorted((TESTS / "golden" / "envoy").glob("*.yaml")), ids=lambda p: p.name)
+def test_golden_envoy_files_are_valid(golden: Path) -> None:
+    assert_envoy_accepts(golden)
+
+
 def test_validator_rejects_deprecated_options(tmp_path: Path) -> None:
     """The check itself must be able to fail: a deprecated field is reported."""
     path = tmp_path / "deprecated.yaml"
