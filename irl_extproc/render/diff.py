@@ -45,9 +45,8 @@ def route_settings(route: ResolvedRoute) -> Flat:
     _flatten(route.upstream, "upstream", out)
     _flatten(route.match, "match", out)
     _flatten(route.resilience, "resilience", out)
-    if route.sentinel is None:
-        out["sentinel"] = "none"
-    else:
+    out["sentinel"] = "off" if route.sentinel is None else "on"
+    if route.sentinel is not None:
         for field in dataclasses.fields(route.sentinel):
             value = getattr(route.sentinel, field.name)
             if field.name in ("request", "response"):

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from irl_extproc.cli import main
 from irl_extproc.policy.load import load_policy
 from irl_extproc.render.envoy import dump_yaml, render_bootstrap
 from irl_extproc.render.validate import validate_with_envoy
@@ -52,3 +53,9 @@ def test_validator_rejects_deprecated_options(tmp_path: Path) -> None:
     verdict = validate_with_envoy(path)
     assert not verdict.ok
     assert any("deprecated" in line.lower() for line in verdict.problems)
+
+
+def test_irl_render_runs_envoy_validate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    policy = TESTS / "golden" / "policies" / "mesh.yaml"
+    assert main(["render", str(policy), "--target", "envoy-xds", "--out", str(tmp_path)]) == 0
+    assert "envoy --mode validate: ok" in capsys.readouterr().err
