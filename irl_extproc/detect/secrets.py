@@ -91,6 +91,7 @@ _ASSIGNMENT = re.compile(
 _CANDIDATE = re.compile(r"(?<![A-Za-z0-9+/_=.-])[A-Za-z0-9+/_=.-]{20,200}(?![A-Za-z0-9+/_=.-])")
 _WORDISH = re.compile(r"[A-Za-z]{3,}")
 _HEX_ONLY = re.compile(r"[0-9a-fA-F]+")
+_PUBLIC_PREFIXES = ("pk_live_", "pk_test_")  # publishable keys are meant to be seen
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
 
@@ -103,7 +104,8 @@ def entropy(value: str) -> float:
 
 def looks_random(value: str) -> bool:
     """High entropy and a mix of character classes, and not a path, identifier or sentence."""
-    if _PLACEHOLDER.match(value) or _UUID.fullmatch(value) or ("/" in value.strip("/") and value.count("/") > 2):
+    is_path = "/" in value.strip("/") and value.count("/") > 2
+    if value.startswith(_PUBLIC_PREFIXES) or _PLACEHOLDER.match(value) or _UUID.fullmatch(value) or is_path:
         return False
     classes = sum((any(c.islower() for c in value), any(c.isupper() for c in value), any(c.isdigit() for c in value)))
     if _HEX_ONLY.fullmatch(value):
