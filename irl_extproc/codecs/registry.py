@@ -5,8 +5,9 @@ from __future__ import annotations
 from irl_extproc.codecs.anthropic_messages import AnthropicMessages
 from irl_extproc.codecs.base import Codec
 from irl_extproc.codecs.openai_chat import OpenAIChat
+from irl_extproc.codecs.openai_responses import OpenAIResponses
 
-CODECS: dict[str, Codec] = {c.name: c for c in (OpenAIChat(), AnthropicMessages())}
+CODECS: dict[str, Codec] = {c.name: c for c in (OpenAIChat(), AnthropicMessages(), OpenAIResponses())}
 
 _PATH_SUFFIXES = {
     "/chat/completions": "openai-chat",
