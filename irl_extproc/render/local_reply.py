@@ -43,9 +43,9 @@ class LocalReply:
         }
 
 
-# Response flags: UT upstream timeout, UO overflow (circuit breaker), RL local rate limit,
-# UH no healthy upstream, UF/UC/UR/URX connection failures, resets, retries exhausted,
-# NR no route, DT max duration reached.
+# Response flags: UT upstream timeout, UO overflow (circuit breaker), UH no healthy upstream,
+# UF/UC/UR/URX/LR connection failures, resets, retries exhausted, NR no route, DT max
+# duration reached. The local rate limit sets RL only after replying, so it goes by details.
 LOCAL_REPLIES = (
     LocalReply(504, "upstream_timeout", "the upstream did not answer in time", flags=("UT",)),
     LocalReply(

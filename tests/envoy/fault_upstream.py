@@ -21,8 +21,19 @@ import socket
 import struct
 import threading
 from collections import Counter
+from collections.abc import Iterator
 
 MAX_HEADER_BYTES = 64 * 1024
+
+
+@contextlib.contextmanager
+def fault_upstream(*, healthy: bool = True) -> Iterator[FaultUpstream]:
+    upstream = FaultUpstream().start()
+    upstream.healthy = healthy
+    try:
+        yield upstream
+    finally:
+        upstream.stop()
 
 
 class FaultUpstream:

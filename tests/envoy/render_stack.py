@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -73,7 +75,11 @@ class RenderedEnvoy:
         self.children.clear()
 
 
-def start_rendered_envoy(directory: Path, policy_text: str, *, irl: bool = False, xds: bool = False) -> RenderedEnvoy:
+@contextlib.contextmanager
+def rendered_envoy(
+    directory: Path, policy_text: str, *, irl: bool = False, xds: bool = False
+) -> Iterator[RenderedEnvoy]:
+    """Envoy on the rendered policy (and IRL's server when ``irl``), stopped on exit."""
     policy = directory / "policy.yaml"
     policy.write_text(policy_text)
     (extproc_port,) = free_ports(1)
@@ -81,7 +87,6 @@ def start_rendered_envoy(directory: Path, policy_text: str, *, irl: bool = False
     try:
         if irl:
             stack.start_irl()
-        return stack.start()
-    except BaseException:
+        yield stack.start()
+    finally:
         stack.stop()
-        raise

@@ -8,8 +8,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.envoy.fault_upstream import FaultUpstream
-from tests.envoy.render_stack import RenderedEnvoy, start_rendered_envoy
+from tests.envoy.fault_upstream import FaultUpstream, fault_upstream
+from tests.envoy.render_stack import RenderedEnvoy, rendered_envoy
 
 pytestmark = pytest.mark.envoy
 
@@ -30,17 +30,15 @@ BODY = {"model": "m", "messages": [{"role": "user", "content": "hello"}]}
 
 @pytest.fixture(scope="module")
 def fault() -> Iterator[FaultUpstream]:
-    upstream = FaultUpstream().start()
-    yield upstream
-    upstream.stop()
+    with fault_upstream() as upstream:
+        yield upstream
 
 
 @pytest.fixture(scope="module")
 def envoy(tmp_path_factory: pytest.TempPathFactory, fault: FaultUpstream) -> Iterator[RenderedEnvoy]:
     # No IRL server is started: the ext_proc cluster points at a closed port.
-    running = start_rendered_envoy(tmp_path_factory.mktemp("down"), POLICY.replace("FAULT_PORT", str(fault.port)))
-    yield running
-    running.stop()
+    with rendered_envoy(tmp_path_factory.mktemp("down"), POLICY.replace("FAULT_PORT", str(fault.port))) as running:
+        yield running
 
 
 def test_fail_open_route_passes_and_fail_closed_route_refuses(envoy: RenderedEnvoy, fault: FaultUpstream) -> None:

@@ -11,8 +11,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.envoy.fault_upstream import FaultUpstream
-from tests.envoy.render_stack import RenderedEnvoy, start_rendered_envoy
+from tests.envoy.fault_upstream import FaultUpstream, fault_upstream
+from tests.envoy.render_stack import RenderedEnvoy, rendered_envoy
 
 pytestmark = pytest.mark.envoy
 
@@ -48,17 +48,15 @@ def policy_text(fault: FaultUpstream, *, timeout: str, attempts: int, connection
 
 @pytest.fixture(scope="module")
 def fault() -> Iterator[FaultUpstream]:
-    upstream = FaultUpstream().start()
-    yield upstream
-    upstream.stop()
+    with fault_upstream() as upstream:
+        yield upstream
 
 
 @pytest.fixture(scope="module")
 def envoy(tmp_path_factory: pytest.TempPathFactory, fault: FaultUpstream) -> Iterator[RenderedEnvoy]:
     text = policy_text(fault, timeout="200ms", attempts=0, connections=100)
-    running = start_rendered_envoy(tmp_path_factory.mktemp("live"), text, xds=True)
-    yield running
-    running.stop()
+    with rendered_envoy(tmp_path_factory.mktemp("live"), text, xds=True) as running:
+        yield running
 
 
 class SteadyLoad:

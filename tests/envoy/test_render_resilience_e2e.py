@@ -15,8 +15,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.envoy.fault_upstream import FaultUpstream
-from tests.envoy.render_stack import RenderedEnvoy, start_rendered_envoy
+from tests.envoy.fault_upstream import FaultUpstream, fault_upstream
+from tests.envoy.render_stack import RenderedEnvoy, rendered_envoy
 
 pytestmark = pytest.mark.envoy
 
@@ -83,17 +83,14 @@ services:
 
 @pytest.fixture(scope="module")
 def fault() -> Iterator[FaultUpstream]:
-    upstream = FaultUpstream().start()
-    yield upstream
-    upstream.stop()
+    with fault_upstream() as upstream:
+        yield upstream
 
 
 @pytest.fixture(scope="module")
 def sick() -> Iterator[FaultUpstream]:
-    upstream = FaultUpstream().start()
-    upstream.healthy = False
-    yield upstream
-    upstream.stop()
+    with fault_upstream(healthy=False) as upstream:
+        yield upstream
 
 
 @pytest.fixture(scope="module")
@@ -101,9 +98,8 @@ def envoy(
     tmp_path_factory: pytest.TempPathFactory, fault: FaultUpstream, sick: FaultUpstream
 ) -> Iterator[RenderedEnvoy]:
     text = POLICY.replace("FAULT_PORT", str(fault.port)).replace("SICK_PORT", str(sick.port))
-    running = start_rendered_envoy(tmp_path_factory.mktemp("resilience"), text, irl=True)
-    yield running
-    running.stop()
+    with rendered_envoy(tmp_path_factory.mktemp("resilience"), text, irl=True) as running:
+        yield running
 
 
 @pytest.fixture
