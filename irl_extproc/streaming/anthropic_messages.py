@@ -41,7 +41,10 @@ class AnthropicMessagesStream:
         if kind == "content_block_delta" and index is not None:
             parsed.fields = self._delta(index, document.get("delta"))
         elif kind == "content_block_start" and index is not None:
-            parsed.fields = self._block_start(index, document.get("content_block"))
+            block = document.get("content_block")
+            parsed.fields = self._block_start(index, block)
+            if isinstance(block, dict) and block.get("type") == "tool_use" and isinstance(block.get("name"), str):
+                parsed.tools[(index,)] = block["name"]
         elif kind == "content_block_stop" and index is not None:
             parsed.closes = ((index,),)
         elif kind == "message_start" and isinstance(document.get("message"), dict):

@@ -35,6 +35,7 @@ class Parsed:
     document: Any = None  # the event's JSON data; None when it is not JSON (``[DONE]``)
     fields: list[TextField] = field(default_factory=list)
     closes: tuple[ChannelKey, ...] = ()  # key prefixes of the channels this event ends
+    tools: dict[ChannelKey, str] = field(default_factory=dict)  # tool-call channels this event names
     usage: Usage | None = None
     terminal: bool = False  # the stream's regular last event: [DONE], message_stop, response.completed
 

@@ -18,27 +18,25 @@ from irl_extproc.streaming.sse import SseEvent, encode_event
 _ERRORS = OpenAIChat()
 
 
-def _choice_fields(position: int, number: int, delta: dict[str, Any]) -> list[TextField]:
+def _choice_fields(parsed: Parsed, position: int, number: int, delta: dict[str, Any]) -> None:
     path = ("choices", position, "delta")
-    fields = [
+    parsed.fields += [
         TextField((number, key), "assistant", (*path, key), delta[key])
         for key in ("content", "refusal")
         if isinstance(delta.get(key), str) and delta[key]
     ]
     for j, call in items(delta.get("tool_calls")):
         function = call.get("function")
-        arguments = function.get("arguments") if isinstance(function, dict) else None
+        if not isinstance(function, dict):
+            continue
+        call_number = integer(call.get("index"))
+        channel = (number, "tool", j if call_number is None else call_number)
+        if isinstance(function.get("name"), str):
+            parsed.tools[channel] = function["name"]
+        arguments = function.get("arguments")
         if isinstance(arguments, str) and arguments:
-            call_number = integer(call.get("index"))
-            fields.append(
-                TextField(
-                    (number, "tool", j if call_number is None else call_number),
-                    "tool_call",
-                    (*path, "tool_calls", j, "function", "arguments"),
-                    arguments,
-                )
-            )
-    return fields
+            text_path = (*path, "tool_calls", j, "function", "arguments")
+            parsed.fields.append(TextField(channel, "tool_call", text_path, arguments))
 
 
 class OpenAIChatStream:
@@ -58,7 +56,7 @@ class OpenAIChatStream:
             number = position if number is None else number
             delta = choice.get("delta")
             if isinstance(delta, dict):
-                parsed.fields += _choice_fields(position, number, delta)
+                _choice_fields(parsed, position, number, delta)
             if choice.get("finish_reason") is not None:
                 closes.append((number,))
         parsed.closes = tuple(closes)

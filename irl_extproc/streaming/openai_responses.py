@@ -100,7 +100,10 @@ class OpenAIResponsesStream:
             if kind.endswith(".done"):
                 parsed.closes = tuple(f.channel for f in parsed.fields)
         elif kind.startswith("response.output_item.") and output is not None and isinstance(document.get("item"), dict):
-            parsed.fields = _item_fields(output, document["item"], ("item",))
+            item = document["item"]
+            parsed.fields = _item_fields(output, item, ("item",))
+            if item.get("type") == "function_call" and isinstance(item.get("name"), str):
+                parsed.tools[(output, "args")] = item["name"]
             if kind.endswith(".done"):
                 parsed.closes = ((output,),)
         elif kind.startswith("response.") and isinstance(document.get("response"), dict):

@@ -75,6 +75,7 @@ class SseParser:
             self._event_start = self._scan
         if len(buffer) - self._event_start > self.max_event_bytes:
             raise EventTooLong(f"an event is longer than {self.max_event_bytes} bytes")
+        self._check_partial(buffer[self._scan :], final)
         if self._event_start:
             self._buffer = buffer[self._event_start :]
             self._scan -= self._event_start
@@ -85,6 +86,19 @@ class SseParser:
     def cut_off(self) -> bool:
         """After the final feed: True when an event was left unterminated."""
         return bool(self.pending.strip(b"\r\n"))
+
+    @staticmethod
+    def _check_partial(line: bytes, final: bool) -> None:
+        """An unterminated line must still be able to become a field (a JSON body fails at once)."""
+        line = line.removesuffix(b"\r")  # a CR kept back as maybe half of a CRLF
+        if not line or line.startswith(b":"):
+            return
+        name, colon, _ = line.partition(b":")
+        if colon or final:
+            if name not in _FIELDS:
+                raise NotEventStream("the body is not a server-sent event stream")
+        elif not any(field.startswith(name) for field in _FIELDS):
+            raise NotEventStream("the body is not a server-sent event stream")
 
     def _field(self, line: bytes) -> None:
         if line.startswith(b":"):
@@ -101,6 +115,8 @@ class SseParser:
             self._event = value
 
     def _dispatch(self, raw: bytes) -> SseEvent:
+        if len(raw) > self.max_event_bytes:
+            raise EventTooLong(f"an event is longer than {self.max_event_bytes} bytes")
         try:
             event = self._event.decode() if self._event is not None else None
             data = b"\n".join(self._data).decode() if self._has_data else None

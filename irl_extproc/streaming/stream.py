@@ -138,7 +138,7 @@ class ResponseStream:
     def conversation(self) -> Conversation:
         """The response as the client got it (texts only when kept), with the token usage."""
         segments = [
-            Segment(c.source, "".join(c.emitted), ("stream", i))
+            Segment(c.source, "".join(c.emitted), ("stream", i), c.name)
             for i, c in enumerate(self.window.channels.values())
             if c.emitted is not None
         ]

@@ -59,6 +59,7 @@ class Channel:
 
     key: ChannelKey
     source: Source
+    name: str | None = None  # the tool's name, for tool-call arguments
     received: int = 0
     released: int = 0
     safe: int = 0
@@ -148,6 +149,8 @@ class HoldBack:
             raise StreamTooLarge(f"the stream holds more than {self.limit_bytes} bytes")
         self.kept_chars += kept
         self.queued_bytes += len(event.raw)
+        for key, name in parsed.tools.items():
+            self._channel(key, "tool_call").name = name
         placed = [self._place(f) for f in parsed.fields]
         for prefix in parsed.closes:
             for channel in self.channels.values():
@@ -155,15 +158,16 @@ class HoldBack:
                     channel.closed = True
         self.queue.append(Entry(event, parsed, placed, now))
 
-    def _place(self, text_field: TextField) -> Placed:
-        channel = self.channels.get(text_field.channel)
+    def _channel(self, key: ChannelKey, source: Source) -> Channel:
+        channel = self.channels.get(key)
         if channel is None:
-            channel = self.channels[text_field.channel] = Channel(
-                text_field.channel,
-                text_field.source,
-                emitted=[] if self.keep_emitted else None,
-                whole=[] if self.keep_whole else None,
+            channel = self.channels[key] = Channel(
+                key, source, emitted=[] if self.keep_emitted else None, whole=[] if self.keep_whole else None
             )
+        return channel
+
+    def _place(self, text_field: TextField) -> Placed:
+        channel = self._channel(text_field.channel, text_field.source)
         if text_field.whole and (channel.received or not text_field.text):
             return Placed(channel, channel.received, whole=True)
         # A delta, or a whole text on a channel without deltas (it is new text either way).
@@ -198,14 +202,16 @@ class HoldBack:
         segments: list[Segment] = []
         for channel in self.channels.values():
             if channel.released < channel.received:
-                segments.append(Segment(channel.source, channel.context + channel.held, ("stream", len(segments))))
+                text = channel.context + channel.held
+                segments.append(Segment(channel.source, text, ("stream", len(segments)), channel.name))
                 self._checked.append((channel, channel.released - len(channel.context)))
         return Conversation("response", api_format, body={}, segments=segments)
 
     def whole_conversation(self, api_format: str) -> Conversation:
         """Every channel's complete raw text (``keep_whole``), for whole-response invariants."""
         segments = [
-            Segment(c.source, "".join(c.whole or ()), ("stream", i)) for i, c in enumerate(self.channels.values())
+            Segment(c.source, "".join(c.whole or ()), ("stream", i), c.name)
+            for i, c in enumerate(self.channels.values())
         ]
         return Conversation("response", api_format, body={}, segments=segments)
 
