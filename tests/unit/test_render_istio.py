@@ -38,15 +38,16 @@ def test_a_misspelt_field_cannot_be_built() -> None:
         DestinationRule.model_validate({"metadata": {"name": "x", "namespace": "y"}, "spec": {"hots": "a"}})
 
 
-def _strict(schema: dict[str, Any]) -> dict[str, Any]:
+def _strict(schema: Any) -> Any:
     """The CRD schema with unknown fields rejected (Istio's own schemas allow them)."""
-    if isinstance(schema, dict):
-        schema = {k: _strict(v) for k, v in schema.items()}
-        if "properties" in schema and not schema.get("x-kubernetes-preserve-unknown-fields"):
-            schema["additionalProperties"] = False
-    elif isinstance(schema, list):
-        return [_strict(v) for v in schema]  # type: ignore[return-value]
-    return schema
+    if isinstance(schema, list):
+        return [_strict(v) for v in schema]
+    if not isinstance(schema, dict):
+        return schema
+    strict = {k: _strict(v) for k, v in schema.items()}
+    if "properties" in strict and not strict.get("x-kubernetes-preserve-unknown-fields"):
+        strict["additionalProperties"] = False
+    return strict
 
 
 @functools.cache
