@@ -122,7 +122,10 @@ def calibrate(data: Featurized, index: Sequence[int], folds: int = 4) -> tuple[f
     y = data.labels[list(index)]
     platt = LogisticRegression(C=1e4).fit(logits.reshape(-1, 1), y)
     slope = float(platt.coef_[0][0])
-    benign = np.sort(logits[y == 0])
+    # The operating point is set on public benign prompts; IRL's own synthetic hard negatives
+    # shape the weights but would push the cut up to where real attacks are missed.
+    real = np.array([not data.groups[i].startswith("irl_") for i in index])
+    benign = np.sort(logits[(y == 0) & real])
     cut = float(benign[min(len(benign) - 1, math.ceil((1 - TARGET_FPR) * len(benign)))])
     return slope, -slope * cut
 

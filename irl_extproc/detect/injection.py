@@ -113,21 +113,35 @@ def windows(text: str, size: int = WINDOW) -> list[tuple[int, int]]:
 
 # --- adversarial gibberish suffixes (GCG-style) ----------------------------------------------
 
-_ODD = re.compile(r"[{}\[\]()\\<>|=*^~$`_]")
-_GLUED = re.compile(r"[a-z][A-Z][a-z]|[a-zA-Z][{}\[\]()\\<>|=*^~$`][a-zA-Z]")
+_ODD = re.compile(r"[{}\[\]()\\<>|=*^~$`_\"'@#%&+/]")
+_WEIRD = re.compile(r"[^\w\s.,!?:;'-]")
+_CAMEL = re.compile(r"[a-z][A-Z]")
+_SUFFIX_TOKENS = 25
+# Code and data look symbol-heavy too; their keywords and key/value shapes are not suffix noise.
+_CODE = re.compile(r"\b(?:SELECT|FROM|WHERE|null|true|false|def|return|function|const|let|var|import)\b|\"\s*:\s")
 
 
 def gibberish_suffix(text: str) -> float:
-    """Natural language followed by a dense tail of glued symbols and camel-cased junk."""
-    if "\n" in text.strip()[-160:] or len(text) < 60:
-        return 0.0  # code and lists are multi-line; optimisation suffixes are one run
-    tail = text[-160:]
-    head = text[:-160] or text[:40]
-    odd, glued = len(_ODD.findall(tail)), len(_GLUED.findall(tail))
-    head_odd = len(_ODD.findall(head)) / max(len(head), 1)
-    if head_odd > 0.03 or odd < 6 or glued < 3:
+    """Prose followed by a one-line run of symbol-glued, camel-joined tokens (optimised suffixes).
+
+    Code and formulas are excluded by asking the head to be plain prose and the tail to be
+    on one line.
+    """
+    tokens = text.split()
+    if len(tokens) < 8 or "\n" in text.strip()[-200:]:
         return 0.0
-    return min(0.45 + 0.03 * odd + 0.05 * glued, 0.9)
+    tail = tokens[-_SUFFIX_TOKENS:]
+    head = " ".join(tokens[:-_SUFFIX_TOKENS]) or " ".join(tokens[:3])
+    if len(_ODD.findall(head)) > 0.02 * len(head):
+        return 0.0
+    tail_text = " ".join(tail)
+    if _CODE.search(tail_text):
+        return 0.0
+    odd = len(_ODD.findall(tail_text))
+    glued = sum(1 for t in tail if _WEIRD.search(t.strip(".,!?:;")) or _CAMEL.search(t))
+    if glued < 3 or odd < 6:
+        return 0.0
+    return min(0.6 + 0.02 * (odd - 6) + 0.03 * (glued - 3), 0.9)
 
 
 # --- the detector ----------------------------------------------------------------------------
@@ -180,8 +194,9 @@ def scan(text: str, model: LinearModel | None = None, use_classifier: bool = Tru
     gibberish = gibberish_suffix(norm.text)
     if gibberish:
         scores.append(gibberish)
-        evidence.append(Evidence("heuristic", "adversarial_suffix.gibberish", gibberish,
-                                 max(0, len(text) - 160), len(text)))
+        tail_start = len(norm.text) - len(" ".join(norm.text.split()[-_SUFFIX_TOKENS:]))
+        start, end = norm.span(max(tail_start, 0), len(norm.text), len(text))
+        evidence.append(Evidence("heuristic", "adversarial_suffix.gibberish", gibberish, start, end))
     model = model if model is not None else shipped_model()
     if use_classifier and model is not None:
         best, best_span = 0.0, (0, len(text))
