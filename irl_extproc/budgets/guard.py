@@ -9,7 +9,7 @@ from pydantic import Field
 
 from irl_extproc.budgets.ledger import Per, Scope, scope_for
 from irl_extproc.budgets.metrics import BudgetMetrics
-from irl_extproc.budgets.store import CounterStore, StoreConfig, shared_store
+from irl_extproc.budgets.store import CounterStore, StoreConfig, load_backend, shared_store
 from irl_extproc.invariants.base import Action, CheckContext, Finding, InvariantConfig
 
 
@@ -35,6 +35,8 @@ class CounterGuard:
     ) -> None:
         self.counter_config = config
         self._store = store
+        if store is None:
+            load_backend(config.store)
         self.metrics = metrics or BudgetMetrics()
 
     @property

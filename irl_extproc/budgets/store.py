@@ -126,6 +126,13 @@ _SHARED: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[StoreConfig, 
 )
 
 
+def load_backend(config: StoreConfig) -> None:
+    """Import the backend now: redis-py takes ~0.4 s to import, which the first request must
+    not pay inside Envoy's ext_proc message timeout. Called when a policy is compiled."""
+    if config.backend == "redis":
+        import irl_extproc.budgets.redis_store  # noqa: F401
+
+
 def open_store(config: StoreConfig) -> CounterStore:
     if config.backend == "redis":
         from irl_extproc.budgets.redis_store import RedisStore
