@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-import re2
+from irl_extproc.detect.gate import Gate
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,45 +188,14 @@ class RuleHit:
     end: int
 
 
-def _without_lookarounds(pattern: str) -> str:
-    """RE2 has no lookaround: drop ``(?!...)``/``(?=...)`` groups, leaving a pattern that matches more."""
-    out, i = [], 0
-    while i < len(pattern):
-        if pattern.startswith(("(?!", "(?=", "(?<!", "(?<="), i):
-            depth, j = 0, i
-            while j < len(pattern):
-                if pattern[j] == "\\":
-                    j += 2
-                    continue
-                depth += {"(": 1, ")": -1}.get(pattern[j], 0)
-                j += 1
-                if depth == 0:
-                    break
-            i = j
-            continue
-        out.append(pattern[i])
-        i += 1
-    return "".join(out)
-
-
-def _gate() -> re2.Set:
-    """One linear-time RE2 pass tells which rules can match; only those run on ``re``."""
-    options = re2.Options()
-    options.max_mem = 64 << 20
-    gate = re2.Set.SearchSet(options)
-    for rule in RULES:
-        gate.Add(_without_lookarounds(rule.regex.pattern))
-    gate.Compile()
-    return gate
-
-
-_GATE = _gate()
+# One RE2 pass tells which rules can match; only those run on ``re``.
+_GATE = Gate([rule.regex.pattern for rule in RULES])
 
 
 def rule_hits(lower: str) -> list[RuleHit]:
     """The first hit of every rule in a lower-cased, normalised text."""
     hits = []
-    for index in _GATE.Match(lower) or ():
+    for index in _GATE.candidates(lower):
         rule = RULES[index]
         m = rule.regex.search(lower)
         if m is not None:

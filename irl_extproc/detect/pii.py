@@ -10,10 +10,12 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Callable, Iterator
+from functools import lru_cache
 
 import phonenumbers
 
 from irl_extproc.detect import Match, resolve_overlaps
+from irl_extproc.detect.gate import Gate
 
 PII_TYPES = (
     "email", "phone", "credit_card", "iban", "us_ssn", "us_itin", "ip_address", "mac_address",
@@ -232,6 +234,7 @@ _NOT_PHONE = re.compile(r"\d{1,4}[/.-]\d{1,2}[/.-]\d{1,4}|\d+\.\d+")  # dates, d
 _EXTENSION = re.compile(r" ?(?:x|ext\.?|extension) ?\d{1,6}$", re.IGNORECASE)
 
 
+@lru_cache(maxsize=4096)  # chat histories resend the same numbers on every turn
 def _phone_score(candidate: str) -> float:
     """How much libphonenumber's number plans support a candidate (before context)."""
     number_part = _EXTENSION.sub("", candidate)
@@ -329,12 +332,31 @@ _MIN_DIGITS = {"phone": 7, "credit_card": 12, "iban": 2, "us_ssn": 9, "ip_addres
 _SCAN_OWNER = {"us_itin": "us_ssn"}
 
 
+# Loose shapes, one RE2 pass for all: a recognizer runs only if its shape occurs at all.
+_SHAPES = {
+    "email": r"[A-Za-z0-9]@[A-Za-z0-9-]+\.",
+    "phone": r"\d[\d ().\-/]{5,22}\d",
+    "credit_card": r"\d(?:[ -]?\d){11,18}",
+    "iban": r"[A-Za-z]{2}\d{2}(?: ?[A-Za-z0-9]){11,30}",
+    "us_ssn": r"\d{3}[- .]?\d{2}[- .]?\d{4}",
+    "ip_address": r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}|[0-9A-Fa-f]{0,4}:[0-9A-Fa-f]{0,4}:",
+    "mac_address": r"[0-9A-Fa-f]{2}[:-][0-9A-Fa-f]{2}[:-][0-9A-Fa-f]{2}|[0-9A-Fa-f]{4}\.[0-9A-Fa-f]{4}\.",
+    "us_passport": r"(?i)passport",
+    "us_driver_license": r"(?i)licen[cs]e|\bdl\b",
+    "date_of_birth": r"(?i)born|birth|\bdob\b|d\.o\.b|\bage\b",
+    "street_address": r"\d{1,6}(?: [A-Z][a-z]+\.?){1,4} [A-Z][a-z]",
+}
+_SHAPE_NAMES = tuple(_SHAPES)
+_SHAPE_GATE = Gate(list(_SHAPES.values()))
+
+
 def detect_pii(text: str, types: tuple[str, ...] = DEFAULT_TYPES, min_score: float = 0.5) -> list[Match]:
     """Validated PII spans of the given types scoring at least ``min_score``, non-overlapping."""
     lower = text.lower()
     wanted = set(types)
     digits = sum(map(text.count, "0123456789"))
-    scans = {_SCAN_OWNER.get(t, t) for t in wanted}
+    present = {_SHAPE_NAMES[i] for i in _SHAPE_GATE.candidates(text)}
+    scans = {_SCAN_OWNER.get(t, t) for t in wanted} & present
     scans = {s for s in scans if digits >= _MIN_DIGITS.get(s, 0)}
     found = [m for scan in scans for m in _RECOGNIZERS[scan](text, lower)]
     # Resolve overlaps among all candidates first, so a card is not also a phone.

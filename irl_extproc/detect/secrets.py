@@ -15,7 +15,10 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import re2
+
 from irl_extproc.detect import Match, resolve_overlaps
+from irl_extproc.detect.gate import Gate
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +37,7 @@ _B = r"(?<![A-Za-z0-9_])"  # token start: not inside a longer identifier
 _E = r"(?![A-Za-z0-9_])"
 
 PROVIDERS: tuple[Provider, ...] = (
-    _p("private_key", r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----(?:[\s\S]{0,8192}?"
+    _p("private_key", r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----(?:[\s\S]*?"
        r"-----END (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----)?", 1.0),
     _p("aws_access_key", rf"{_B}(?:AKIA|ASIA|ABIA|ACCA|A3T[A-Z0-9])[A-Z0-9]{{16}}{_E}"),
     _p("aws_secret_key", r"(?i)aws.{0,20}(?:secret|access).{0,20}?[:=]\s*[\"']?([A-Za-z0-9/+]{40})(?![A-Za-z0-9/+=])",
@@ -60,7 +63,7 @@ PROVIDERS: tuple[Provider, ...] = (
     _p("sendgrid_key", rf"{_B}SG\.[A-Za-z0-9_-]{{22}}\.[A-Za-z0-9_-]{{43}}{_E}"),
     _p("twilio_key", rf"{_B}(?:SK|AC)[0-9a-f]{{32}}{_E}", 0.8),
     _p("mailchimp_key", rf"{_B}[0-9a-f]{{32}}-us\d{{1,2}}{_E}", 0.9),
-    _p("telegram_bot_token", rf"(?<![\w:]){{1}}\d{{8,10}}:AA[A-Za-z0-9_-]{{33}}{_E}", 0.9),
+    _p("telegram_bot_token", rf"(?<![\w:])\d{{8,10}}:AA[A-Za-z0-9_-]{{33}}{_E}", 0.9),
     _p("discord_bot_token", rf"{_B}[MNO][A-Za-z0-9_-]{{23,25}}\.[A-Za-z0-9_-]{{6}}\.[A-Za-z0-9_-]{{27,38}}{_E}", 0.9),
     _p("square_oauth", rf"{_B}sq0csp-[0-9A-Za-z_-]{{43}}", 0.95),
 )
@@ -88,7 +91,9 @@ _ASSIGNMENT = re.compile(
     r"(?i)\b[\w.-]{0,24}(?:secret|token|passw(?:or)?d|passwd|pwd|api[_-]?key|apikey|access[_-]?key|auth[_-]?key|"
     r"client[_-]?secret|credentials?)[\w.-]{0,16}[\"']?\s*(?::=|=>|[:=])\s*[\"']?([^\s\"',;]{8,200})"
 )
-_CANDIDATE = re.compile(r"(?<![A-Za-z0-9+/_=.-])[A-Za-z0-9+/_=.-]{20,200}(?![A-Za-z0-9+/_=.-])")
+# RE2 scanning left to right finds each run whole; runs longer than a key are skipped.
+_CANDIDATE = re2.compile(r"[A-Za-z0-9+/_=.-]{20,}")
+_MAX_TOKEN = 200
 _WORDISH = re.compile(r"[A-Za-z]{3,}")
 _HEX_ONLY = re.compile(r"[0-9a-fA-F]+")
 _PUBLIC_PREFIXES = ("pk_live_", "pk_test_")  # publishable keys are meant to be seen
@@ -118,8 +123,12 @@ def looks_random(value: str) -> bool:
     return word_chars < 0.6 * len(value)
 
 
+_PROVIDER_GATE = Gate([p.regex.pattern for p in PROVIDERS])
+
+
 def _providers(text: str) -> Iterator[Match]:
-    for p in PROVIDERS:
+    for index in _PROVIDER_GATE.candidates(text):
+        p = PROVIDERS[index]
         for m in p.regex.finditer(text):
             group = p.group if p.group and m.group(p.group) is not None else 0
             if m.lastindex and not p.group and m.group(m.lastindex) is not None:
@@ -130,21 +139,35 @@ def _providers(text: str) -> Iterator[Match]:
             yield Match(p.kind, m.start(group), m.end(group), p.score, f"{p.kind}.format")
 
 
+_KEYWORD = re2.compile(r"(?i)secret|token|passw|passwd|pwd|api.?key|apikey|access.?key|auth.?key|credential")
+
+
 def _generic(text: str) -> Iterator[Match]:
-    for m in _JWT.finditer(text):
-        if _jwt_ok(m.group()):
-            yield Match("jwt", m.start(), m.end(), 0.9, "jwt.header")
-    for m in _URL_CREDENTIALS.finditer(text):
-        if not _PLACEHOLDER.match(m.group(1)):
-            yield Match("url_credentials", m.start(1), m.end(1), 0.9, "url_credentials.userinfo")
+    # Cheap literal checks first: most text has no JWT, no URL userinfo and no key words.
+    if "eyJ" in text:
+        yield from _jwts(text)
+    if "://" in text and "@" in text:
+        for m in _URL_CREDENTIALS.finditer(text):
+            if not _PLACEHOLDER.match(m.group(1)):
+                yield Match("url_credentials", m.start(1), m.end(1), 0.9, "url_credentials.userinfo")
+    if _KEYWORD.search(text) is None:
+        return
     for m in _ASSIGNMENT.finditer(text):
         value = m.group(1)
         if not _PLACEHOLDER.match(value) and (looks_random(value) or (entropy(value) >= 3.0 and len(value) >= 12)):
             yield Match("credential_assignment", m.start(1), m.end(1), 0.75, "assignment.entropy")
 
 
+def _jwts(text: str) -> Iterator[Match]:
+    for m in _JWT.finditer(text):
+        if _jwt_ok(m.group()):
+            yield Match("jwt", m.start(), m.end(), 0.9, "jwt.header")
+
+
 def _high_entropy(text: str) -> Iterator[Match]:
     for m in _CANDIDATE.finditer(text):
+        if len(m.group()) > _MAX_TOKEN:
+            continue
         value = m.group().strip("=.")
         if looks_random(value):
             # Bare hex is usually a digest or commit id; it needs a keyword (assignment) to count.
