@@ -64,7 +64,7 @@ LOCAL_REPLIES = (
     LocalReply(
         500,
         "irl_unavailable",
-        "the policy enforcement service is unavailable and this route fails closed",
+        "the policy enforcement service did not answer and this route fails closed",
         details_prefix="ext_proc_error",
         keep_status=True,
     ),

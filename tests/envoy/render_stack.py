@@ -77,13 +77,13 @@ class RenderedEnvoy:
 
 @contextlib.contextmanager
 def rendered_envoy(
-    directory: Path, policy_text: str, *, irl: bool = False, xds: bool = False
+    directory: Path, policy_text: str, *, irl: bool = False, xds: bool = False, extproc_port: int | None = None
 ) -> Iterator[RenderedEnvoy]:
-    """Envoy on the rendered policy (and IRL's server when ``irl``), stopped on exit."""
+    """Envoy on the rendered policy (and IRL's server when ``irl``), stopped on exit.
+    ``extproc_port`` points Envoy at an ext_proc server the caller runs."""
     policy = directory / "policy.yaml"
     policy.write_text(policy_text)
-    (extproc_port,) = free_ports(1)
-    stack = RenderedEnvoy(directory, policy, extproc_port, xds=xds)
+    stack = RenderedEnvoy(directory, policy, extproc_port or free_ports(1)[0], xds=xds)
     try:
         if irl:
             stack.start_irl()
