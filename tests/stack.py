@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sys
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,7 @@ class Stack:
     admin_port: int = 0
     irl_port: int = 0
     irl: Child | None = None
+    patch_bootstrap: Callable[[dict[str, Any]], None] | None = None  # edit the rendered config first
 
     @property
     def url(self) -> str:
@@ -64,6 +66,8 @@ class Stack:
             admin_port=self.admin_port,
             listener_port=self.listener_port,
         )
+        if self.patch_bootstrap is not None:
+            self.patch_bootstrap(bootstrap)
         config = self.directory / "envoy.json"
         config.write_text(json.dumps(bootstrap, indent=2))
         envoy = self._spawn("envoy", envoy_argv(config))
