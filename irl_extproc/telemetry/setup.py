@@ -189,3 +189,11 @@ class Telemetry:
 
     async def aclose(self) -> None:
         await asyncio.to_thread(self.close)
+
+
+NO_TELEMETRY = Telemetry()  # everything off: for callers without a server (``irl check``, tests)
+
+
+def detached_stream(route: str = "") -> StreamTelemetry:
+    """A stream that records nothing, for evaluation outside the server (``irl check``, tests)."""
+    return NO_TELEMETRY.stream(None, service="", route=route, policy_version="", mode="enforce")
