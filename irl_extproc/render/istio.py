@@ -65,7 +65,7 @@ from irl_extproc.render.istio_models import (
     VirtualServiceSpec,
 )
 from irl_extproc.render.local_reply import local_reply_config
-from irl_extproc.render.plan import ClusterSettings, RenderPlan, RoutePlan, UpstreamCluster, plan
+from irl_extproc.render.plan import ClusterSettings, RenderPlan, RoutePlan, UpstreamCluster, plan, route_cluster_name
 from irl_extproc.render.proto_json import typed
 
 ENVOY_DEFAULT_ROUTE_TIMEOUT = "15s"  # Envoy's default; Istio's is none, the policy means Envoy's
@@ -237,14 +237,12 @@ def _http_routes(entry: RoutePlan, out: IstioOutput, options: IstioOptions) -> l
         destination=Destination(
             host=route.upstream.address,
             port=PortSelector(number=route.upstream.port),
-            subset=_k8s_name(route.name) if entry.cluster.endswith(f"__{route.name}") else None,
+            subset=_k8s_name(route.name) if entry.cluster == route_cluster_name(route.service, route.name) else None,
         )
     )
-    timeout = (
-        format_duration(res.timeouts.request)
-        if res.timeouts and res.timeouts.request is not None
-        else ENVOY_DEFAULT_ROUTE_TIMEOUT
-    )
+    request = res.timeouts.request if res.timeouts else None
+    # 0s disables the timeout in Envoy; Istio spells that by leaving the field out.
+    timeout = ENVOY_DEFAULT_ROUTE_TIMEOUT if request is None else (format_duration(request) if request else None)
     if res.timeouts and res.timeouts.idle is not None:
         out.warnings.append(f"{route.id}: Istio has no per-route stream idle timeout; timeouts.idle is not rendered")
     name = _k8s_name(f"{route.service}-{route.name}")

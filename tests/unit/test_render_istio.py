@@ -169,3 +169,16 @@ def test_ip_upstreams_are_skipped_with_a_warning() -> None:
     output = render_istio(load_policy(TESTS / "policies" / "basic.yaml"), IstioOptions())
     assert any("upstream 127.0.0.1 is an IP address" in w for w in output.warnings)
     assert [type(r).__name__ for r in output.resources] == ["EnvoyFilter"]
+
+
+def test_a_disabled_timeout_is_left_out_and_an_unset_one_means_envoys_15s(tmp_path: Path) -> None:
+    policy = tmp_path / "p.yaml"
+    policy.write_text(
+        "version: 1\nservices:\n  a:\n    upstream: {address: a.svc, port: 80}\n    routes:\n"
+        "      - {name: stream, match: {prefix: /s}, resilience: {timeouts: {request: 0s}}}\n"
+        "      - {name: plain, match: {prefix: /}}\n"
+    )
+    (service,) = by_kind(rendered(policy=policy), "VirtualService")
+    routes = {r["name"]: r for r in service["spec"]["http"]}
+    assert "timeout" not in routes["a-stream"]
+    assert routes["a-plain"]["timeout"] == "15s"
