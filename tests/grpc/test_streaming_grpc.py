@@ -1,0 +1,82 @@
+"""A streamed (SSE) response through the real server's processor, over real gRPC, in full duplex:
+replies are sent by the processor on its own, and a body that ends with trailers is released
+before the trailers reply."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest
+
+from irl_extproc._gen.envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2 as pm
+from irl_extproc._gen.envoy.service.ext_proc.v3 import external_processor_pb2 as ep
+from tests.conftest import POLICIES
+from tests.extproc_messages import body, chat, headers, request_headers
+from tests.grpc.conftest import Server, _serve
+from tests.unit.streaming_helpers import client_text, cut, provider_stream
+
+pytestmark = pytest.mark.grpc
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[Server]:
+    async for running in _serve(POLICIES / "streaming.yaml"):
+        yield running
+
+
+def full_duplex_request_headers() -> ep.ProcessingRequest:
+    message = request_headers()
+    message.protocol_config.request_body_mode = pm.ProcessingMode.BUFFERED
+    message.protocol_config.response_body_mode = pm.ProcessingMode.FULL_DUPLEX_STREAMED
+    return message
+
+
+Call = grpc.aio.StreamStreamCall[ep.ProcessingRequest, ep.ProcessingResponse]
+
+
+async def open_sse_response(server: Server) -> Call:
+    call = server.stream("llm/chat")
+    await call.write(full_duplex_request_headers())
+    await call.read()
+    await call.write(body("request_body", chat("hi")))
+    await call.read()
+    await call.write(headers("response_headers", {":status": "200", "content-type": "text/event-stream"}))
+    reply = await call.read()
+    assert reply.WhichOneof("response") == "response_headers"
+    return call
+
+
+async def test_chunks_are_released_by_the_processor_and_trailers_come_last(server: Server) -> None:
+    call = await open_sse_response(server)
+    stream = provider_stream("openai-chat", cut("mail jane.doe@example.com now", [8, 12, 20]))
+    for start in range(0, len(stream), 50):
+        await call.write(body("response_body", stream[start : start + 50], end_of_stream=False))
+    await call.write(ep.ProcessingRequest(response_trailers=ep.HttpTrailers()))
+    sent, replies = b"", []
+    while True:
+        reply = await call.read()
+        replies.append(reply.WhichOneof("response"))
+        if replies[-1] == "response_trailers":
+            break
+        streamed = reply.response_body.response.body_mutation.streamed_response
+        assert not streamed.end_of_stream  # the trailers reply ends this body
+        sent += streamed.body
+    assert client_text("openai-chat", sent) == "mail [EMAIL_1] now"
+    assert set(replies[:-1]) == {"response_body"}
+    await call.done_writing()
+
+
+async def test_a_block_ends_the_body_and_later_chunks_get_no_reply(server: Server) -> None:
+    call = await open_sse_response(server)
+    stream = provider_stream("openai-chat", ["the canary ", "CANARY-0123", "456789ab", " leaked"])
+    await call.write(body("response_body", stream, end_of_stream=False))
+    reply = await call.read()
+    streamed = reply.response_body.response.body_mutation.streamed_response
+    assert streamed.end_of_stream
+    assert b"CANARY" not in streamed.body
+    assert b"irl_deny_patterns" in streamed.body
+    assert reply.dynamic_metadata.fields["irl"].struct_value.fields["decision"].string_value == "block"
+    await call.write(body("response_body", b"data: more\n\n", end_of_stream=True))
+    await call.done_writing()
+    assert await call.read() == grpc.aio.EOF  # no reply to what came after the end
