@@ -80,7 +80,8 @@ def rendered_envoy(
     directory: Path, policy_text: str, *, irl: bool = False, xds: bool = False, extproc_port: int | None = None
 ) -> Iterator[RenderedEnvoy]:
     """Envoy on the rendered policy (and IRL's server when ``irl``), stopped on exit.
-    ``extproc_port`` points Envoy at an ext_proc server the caller runs."""
+    ``extproc_port`` points Envoy at an ext_proc server the caller runs. Any deprecation
+    Envoy logged while running the config (xDS reloads included) fails the test."""
     policy = directory / "policy.yaml"
     policy.write_text(policy_text)
     stack = RenderedEnvoy(directory, policy, extproc_port or free_ports(1)[0], xds=xds)
@@ -90,3 +91,6 @@ def rendered_envoy(
         yield stack.start()
     finally:
         stack.stop()
+    log = directory / "envoy.log"
+    deprecated = [line for line in log.read_text().splitlines() if "deprecat" in line.lower()] if log.exists() else []
+    assert not deprecated, "\n".join(deprecated)
