@@ -23,6 +23,7 @@ class Decision:
 
     @property
     def redactions(self) -> list[Finding]:
+        """Text-span rewrites (field edits such as a max_tokens cap carry ``edit`` instead)."""
         return [f for f in self.findings if f.action == "redact" and f.replacement is not None]
 
     @property

@@ -7,13 +7,15 @@ one decision.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from irl_extproc.codecs.base import Codec, apply_redactions
 from irl_extproc.conversation import Conversation
 from irl_extproc.decision import Decision, decide
-from irl_extproc.invariants.base import CheckContext, Finding, Invariant, InvariantConfig
+from irl_extproc.invariants.base import CheckContext, Finding, Invariant, InvariantConfig, apply_edits
 from irl_extproc.invariants.registry import build
 from irl_extproc.policy.load import LoadedPolicy
 from irl_extproc.policy.resolve import EffectiveSentinel, ResolvedRoute, resolve_routes
@@ -66,21 +68,65 @@ def prepare(invariants: tuple[CompiledInvariant, ...], conversation: Conversatio
     return changed
 
 
+Observe = Callable[[str], AbstractContextManager[Any]]
+"""Wraps one invariant's evaluation (telemetry: a span and a latency sample per invariant)."""
+
+
+def _mode(mode: str) -> Literal["enforce", "monitor"]:
+    return "monitor" if mode == "monitor" else "enforce"
+
+
 def evaluate(
     invariants: tuple[CompiledInvariant, ...],
     conversation: Conversation,
     context: CheckContext,
     mode: str,
 ) -> Decision:
+    """Offline evaluation (`irl check`): every invariant's state-free ``check``."""
     findings: list[Finding] = []
     for invariant in invariants:
         findings += invariant.impl.check(conversation, context)
-    return decide(findings, "monitor" if mode == "monitor" else "enforce")
+    return decide(findings, _mode(mode))
+
+
+async def evaluate_live(
+    invariants: tuple[CompiledInvariant, ...],
+    conversation: Conversation,
+    context: CheckContext,
+    mode: str,
+    observe: Observe | None = None,
+) -> Decision:
+    """The server's evaluation: invariants with shared state (budgets) await ``check_async``."""
+    findings: list[Finding] = []
+    for invariant in invariants:
+        with observe(invariant.config.name) if observe else nullcontext() as probe:
+            live = getattr(invariant.impl, "check_async", None)
+            found = await live(conversation, context) if live else invariant.impl.check(conversation, context)
+            if probe is not None:
+                probe.findings = found
+        findings += found
+    return decide(findings, _mode(mode))
+
+
+async def settle(
+    invariants: tuple[CompiledInvariant, ...],
+    response: Conversation | None,
+    context: CheckContext,
+    *,
+    completed: bool,
+) -> None:
+    """Tell request-side invariants how the exchange ended (budgets charge usage here)."""
+    for invariant in invariants:
+        hook = getattr(invariant.impl, "settle", None)
+        if hook is not None:
+            await hook(response, context, completed=completed)
 
 
 def redact(conversation: Conversation, decision: Decision) -> int:
-    """Apply an enforced decision's redactions to the conversation's body."""
-    return apply_redactions(conversation, decision.redactions) if decision.enforced else 0
+    """Apply an enforced decision's redactions (text spans and field edits) to the body."""
+    if not decision.enforced:
+        return 0
+    return apply_redactions(conversation, decision.redactions) + apply_edits(conversation, decision.findings)
 
 
 def decode(codec: Codec, direction: str, body: Any) -> Conversation:

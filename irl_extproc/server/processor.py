@@ -24,9 +24,10 @@ from irl_extproc.engine import (
     CompiledPolicy,
     CompiledRoute,
     decode,
-    evaluate,
+    evaluate_live,
     prepare,
     redact,
+    settle,
 )
 from irl_extproc.invariants.base import CheckContext
 from irl_extproc.server import responses
@@ -122,9 +123,16 @@ class StreamProcessor:
         return result
 
     async def close(self) -> None:
-        """The stream ended (normally, or Envoy closed it early): release per-stream state."""
+        """The stream ended (normally, or Envoy closed it early): settle and release per-stream state."""
+        response = None
         if self.stream is not None:
             self.stream.close()
+            response = self.stream.conversation  # what the client got, with the stream's usage
+        if self.route is not None and self.route.request:
+            try:
+                await settle(self.route.request, response, self.context, completed=200 <= self.status < 300)
+            except Exception as exc:  # noqa: BLE001 - a failed charge must not break the stream's end
+                log.error("route=%s settle failed: %s", self.route_id, type(exc).__name__)
         self.context.state.clear()
 
     # -- phases -----------------------------------------------------------------------------
@@ -182,7 +190,7 @@ class StreamProcessor:
             return None
         conversation = self._decode(side, raw, route)
         changed = prepare(route.request, conversation, self.context)
-        decision = self._evaluate(side, route.request, conversation, route)
+        decision = await self._evaluate(side, route.request, conversation, route)
         self.context.request = conversation
         if decision.acts and decision.verdict == "block":
             return self._block(decision, route)
@@ -221,7 +229,8 @@ class StreamProcessor:
         if raw is None:
             return None
         conversation = self._decode(side, raw, route)
-        decision = self._evaluate(side, route.response, conversation, route)
+        await settle(route.request, conversation, self.context, completed=True)
+        decision = await self._evaluate(side, route.response, conversation, route)
         if decision.acts and decision.verdict == "block":
             return self._block(decision, route)
         changed = redact(conversation, decision) > 0
@@ -289,10 +298,10 @@ class StreamProcessor:
             status = 400 if side.direction == "request" else 502
             raise Reject(status, "irl_unreadable_body", f"{codec.name} {side.direction}: {exc}") from None
 
-    def _evaluate(
+    async def _evaluate(
         self, side: Side, invariants: tuple[CompiledInvariant, ...], conversation: Conversation, route: CompiledRoute
     ) -> Decision:
-        decision = evaluate(invariants, conversation, self.context, route.sentinel.mode)
+        decision = await evaluate_live(invariants, conversation, self.context, route.sentinel.mode)
         self._record(side, decision)
         return decision
 
@@ -346,7 +355,7 @@ class StreamProcessor:
         assert finding is not None
         self.outcome.verdict = "block"
         codec = self.codec or _DEFAULT_CODEC
-        status = route.sentinel.block_status
+        status = finding.status or route.sentinel.block_status
         message = f"blocked by IRL policy: {finding.invariant} ({finding.rule})"
         body = codec.error_body(status, message, f"irl_{finding.invariant}")
         headers = self._error_headers("block", finding.rule)
