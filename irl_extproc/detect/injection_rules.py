@@ -45,7 +45,7 @@ _RESTRICTIONS = r"(?:restrictions?|filters?|limitations?|limits|censorship|guide
 RULES: tuple[Rule, ...] = (
     # --- instruction override ---------------------------------------------------------------
     _rule("instruction_override", "ignore_previous", 0.93,
-          rf"\b{_IGNORE}\s+{_YOUR}(?:{_PRIOR}\s+){{1,2}}(?:\w+\s+)?{_ORDERS}\b",
+          rf"\b{_IGNORE}\s+{_YOUR}(?:{_PRIOR}\s+(?:(?:and|or|&)\s+\w+\s+)?){{1,2}}(?:\w+\s+)?{_ORDERS}\b",
           _IGNORE_ANCHORS),
     _rule("instruction_override", "ignore_all_instructions", 0.9,
           rf"\b{_IGNORE}\s+(?:all|any|every|your)\s+(?:\w+\s+)?(?:instructions|rules|guidelines|directives)\b",
@@ -63,7 +63,7 @@ RULES: tuple[Rule, ...] = (
           _IGNORE_ANCHORS),
     _rule("instruction_override", "do_not_follow", 0.8,
           rf"\b(?:do not|don't|stop|no longer)\s+(?:follow|obey|adhere to|comply with)\s+{_YOUR}"
-          rf"(?:{_PRIOR}\s+)?(?:instructions|rules|guidelines|programming|policies|{_AI}'?s? rules)\b",
+          rf"(?:{_PRIOR}\s+)?(?:instructions|rules|guidelines|programming|policies|requests|{_AI}'?s? rules)\b",
           ("follow", "obey", "adhere", "comply")),
     _rule("instruction_override", "not_bound", 0.85,
           r"\b(?:you are|you're|are now|is now)\s+(?:no longer|not)\s+(?:bound|restricted|limited|constrained)\s+by\b",
@@ -81,6 +81,19 @@ RULES: tuple[Rule, ...] = (
           r"(?:instructions|consignes|règles)\b|\b(?:ignora|olvida|ignore)\s+(?:todas\s+)?(?:las|tus)\s+"
           r"(?:\w+\s+)?(?:instrucciones|reglas|órdenes)\b|\bignora\s+(?:tutte\s+)?le\s+(?:\w+\s+)?istruzioni\b",
           ("ignor", "vergiss", "vergessen", "missacht", "olvida")),
+    _rule("instruction_override", "orders_above", 0.85,
+          rf"\b{_IGNORE}\s+{_YOUR}(?:instructions|directions|directives|prompts?|rules|orders|commands)\s+"
+          r"(?:above|before this|given (?:above|before|earlier)|you (?:were|have been) given)\b",
+          _IGNORE_ANCHORS),
+    _rule("instruction_override", "your_new_task", 0.7,
+          r"\byour\s+(?:new|real|actual|next)\s+(?:task|instructions?|role|goal|objective|mission)\s+"
+          r"(?:is|are|will be)\b",
+          ("task", "instruction", "role", "goal", "objective", "mission")),
+    _rule("instruction_override", "override_mode", 0.7,
+          r"\b(?:admin|administrator|developer|system|root|sudo)\s+(?:override|access granted)\b"
+          r"|\b(?:maintenance|opposite|sudo)\s+mode\b",
+          ("override", "access granted", "mode")),
+    _rule("instruction_override", "stop_everything_alone", 0.6, r"(?:^|\n)\s*stop everything\b", ("stop",)),
     # --- role-play / DAN ---------------------------------------------------------------------
     _rule("roleplay_jailbreak", "dan", 0.95, r"\bdo anything now\b|\bdan mode\b|\bdan\s*(?:\d+(?:\.\d+)?|jailbreak)\b",
           ("dan",)),
@@ -93,9 +106,10 @@ RULES: tuple[Rule, ...] = (
           rf"(?:\w+\s+){{0,2}}(?:ethical|moral|content|safety)\s+{_RESTRICTIONS}",
           ("ethical", "moral", "content", "safety")),
     _rule("roleplay_jailbreak", "unfiltered_ai", 0.85,
-          rf"\b(?:unfiltered|uncensored|unrestricted|amoral|unethical|unbound)\s+(?:and\s+\w+\s+)?"
+          rf"\b(?:unfiltered|uncensored|unrestricted|amoral|unethical|unbound|evil|rogue|jailbroken)\s+(?:and\s+\w+\s+)?"
           rf"(?:{_AI}|version|response|responses|persona|character|chatbot)\b",
-          ("unfiltered", "uncensored", "unrestricted", "amoral", "unethical", "unbound")),
+          ("unfiltered", "uncensored", "unrestricted", "amoral", "unethical", "unbound", "evil", "rogue",
+           "jailbroken")),
     _rule("roleplay_jailbreak", "pretend_no_rules", 0.8,
           rf"\b(?:pretend|imagine|act as if|roleplay as|role-play as|you are now|from now on you are)\b.{{0,80}}"
           rf"\b(?:no|without|any)\s+(?:\w+\s+)?{_RESTRICTIONS}\b",
@@ -141,6 +155,24 @@ RULES: tuple[Rule, ...] = (
           r"(?:password|passphrase|secret key|access code)\b(?!\s+(?:policy|policies|manager|strength|reset|"
           r"rules|requirements|hash|field|of (?:my|our|the) (?:own|wifi|router|account)))",
           ("password", "passphrase", "secret key", "access code")),
+    _rule("prompt_extraction", "your_instructions", 0.65,
+          r"\b(?:show|display|output|print|reveal|repeat|encode|translate|leak|dump|give me|list|tell me|respond with|"
+          r"recite|spell out|write out)\b.{0,30}\byour\s+(?:\w+\s+){0,2}(?:instructions|system prompt|prompt|"
+          r"configuration|directives|guidelines|commands|initial prompt)\b",
+          ("instruction", "prompt", "configuration", "directive", "guideline", "command")),
+    _rule("prompt_extraction", "instructions_you_were_given", 0.75,
+          r"\b(?:instructions?|prompt|rules|directives)\s+(?:that\s+)?you\s+(?:were|have been|got)\s+"
+          r"(?:given|told)\b|\bwhat\s+(?:were|was)\s+you\s+told\b",
+          ("given", "told")),
+    _rule("prompt_extraction", "complete_the_leak", 0.75,
+          r"[\"'](?:my|your)\s+(?:instructions|system prompt|initial prompt|prompt)\s+(?:are|is|was|were)\b"
+          r"|[\"']the\s+(?:system|initial|hidden)\s+prompt\s+(?:is|was)\b|[\"']i was (?:instructed|told) to\b",
+          ("instruction", "prompt", "told")),
+    _rule("prompt_extraction", "system_prompt_request", 0.7,
+          r"\b(?:show|display|output|print|reveal|repeat|encode|leak|dump)\s+(?:me\s+)?(?:the\s+|your\s+)?"
+          r"(?:\w+\s+)?system\s+(?:prompt|instructions|message|configuration)\b"
+          r"|\bsystem\s+prompt\b.{0,20}\b(?:immediately|verbatim|word for word|in full)\b",
+          ("system",)),
     # --- delimiter / format injection --------------------------------------------------------
     _rule("delimiter_injection", "chat_markup", 0.85,
           r"<\|?(?:im_start|im_end|system|endoftext|eot_id|start_header_id)\|?>|\[/?inst\]|<<sys>>|<</sys>>",
