@@ -8,7 +8,7 @@ from typing import ClassVar
 from pydantic import Field
 
 from irl_extproc.budgets.ledger import Per, Scope, scope_for
-from irl_extproc.budgets.metrics import BudgetMetrics
+from irl_extproc.budgets.metrics import BUDGET_METRICS, BudgetMetrics
 from irl_extproc.budgets.store import CounterStore, StoreConfig, load_backend, shared_store
 from irl_extproc.invariants.base import Action, CheckContext, Finding, InvariantConfig
 
@@ -37,7 +37,7 @@ class CounterGuard:
         self._store = store
         if store is None:
             load_backend(config.store)
-        self.metrics = metrics or BudgetMetrics()
+        self.metrics = metrics or BUDGET_METRICS
 
     @property
     def store(self) -> CounterStore:

@@ -42,10 +42,11 @@ class Scope:
     pool: str
     per: Per
     principal: str
+    tag: str = ""  # the keys' Redis hash tag, derived once
 
-    @property
-    def tag(self) -> str:
-        return f"{{{quote(self.pool, safe='')}|{self.per}={quote(self.principal, safe='')}}}"
+    def __post_init__(self) -> None:
+        tag = f"{{{quote(self.pool, safe='')}|{self.per}={quote(self.principal, safe='')}}}"
+        object.__setattr__(self, "tag", tag)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,32 +1,53 @@
-"""Spend, refusal and store-error counters (OpenTelemetry API; the server picks the exporter)."""
+"""Spend, refusal and store-error counters, in IRL's in-process metrics (telemetry/metrics.py).
+
+One instance per process (``BUDGET_METRICS``): the telemetry hub exports its ``instruments``
+next to its own, so they reach Prometheus and OTLP like every other IRL series. Spend is
+counted in integer micro-dollars, as the budget counters keep it.
+"""
 
 from __future__ import annotations
 
-from opentelemetry import metrics
-
 from irl_extproc.budgets.ledger import Charge
+from irl_extproc.telemetry.metrics import Counter
 
 
 class BudgetMetrics:
-    def __init__(self, meter: metrics.Meter | None = None) -> None:
-        meter = meter or metrics.get_meter("irl_extproc.budgets")
-        self._spend = meter.create_counter("irl.budget.spend", unit="USD", description="charged spend")
-        self._tokens = meter.create_counter("irl.budget.tokens", unit="{token}", description="charged tokens")
-        self._refusals = meter.create_counter("irl.budget.refusals", description="requests refused by a rule")
-        self._store_errors = meter.create_counter(
-            "irl.budget.store_errors", description="store calls that failed or timed out, by the fail mode applied"
+    def __init__(self) -> None:
+        self.spend = Counter(
+            "irl.budget.spend.microdollars", "{microdollar}", "spend charged to budgets, in millionths of a USD",
+            ("pool", "tenant", "model", "estimated"),
+        )
+        self.tokens = Counter(
+            "irl.budget.tokens", "{token}", "tokens charged to budgets",
+            ("pool", "tenant", "model", "type", "estimated"),
+        )
+        self.refusals = Counter(
+            "irl.budget.refusals", "{request}", "requests a budget, model rule or loop guard refused",
+            ("pool", "tenant", "rule"),
+        )
+        self.store_errors = Counter(
+            "irl.budget.store.errors", "{error}",
+            "budget/loop store calls that failed or timed out, by the fail mode applied (unsettled: a lost charge)",
+            ("invariant", "backend", "on_error"),
         )
 
+    @property
+    def instruments(self) -> list[Counter]:
+        return [self.spend, self.tokens, self.refusals, self.store_errors]
+
     def charged(self, charge: Charge, pool: str, tenant: str | None) -> None:
-        attributes: dict[str, str | bool] = {"pool": pool, "tenant": tenant or "", "model": charge.model or "",
-                      "estimated": charge.estimated}
+        labels = (pool, tenant or "", charge.model or "")
+        estimated = "true" if charge.estimated else "false"
         if charge.micro_usd is not None:
-            self._spend.add(charge.micro_usd / 1_000_000, attributes)
-        self._tokens.add(charge.input_tokens, {**attributes, "kind": "input"})
-        self._tokens.add(charge.output_tokens, {**attributes, "kind": "output"})
+            self.spend.add((*labels, estimated), charge.micro_usd)
+        self.tokens.add((*labels, "input", estimated), charge.input_tokens)
+        self.tokens.add((*labels, "output", estimated), charge.output_tokens)
 
     def refused(self, rule: str, pool: str, tenant: str | None) -> None:
-        self._refusals.add(1, {"rule": rule, "pool": pool, "tenant": tenant or ""})
+        self.refusals.add((pool, tenant or "", rule))
 
     def store_error(self, invariant: str, backend: str, on_error: str) -> None:
-        self._store_errors.add(1, {"invariant": invariant, "backend": backend, "on_error": on_error})
+        self.store_errors.add((invariant, backend, on_error))
+
+
+BUDGET_METRICS = BudgetMetrics()

@@ -9,6 +9,7 @@ the reservation; an exchange that never completed releases it.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import time
 from dataclasses import dataclass, field
@@ -139,6 +140,7 @@ class Budget(CounterGuard):
         super().__init__(config, store, metrics)
         self.config = config
         self._id = next(_instance_ids)
+        self._writes: set[asyncio.Task[None]] = set()  # charges being written to the store
 
     # -- findings ---------------------------------------------------------------------------
 
@@ -304,6 +306,10 @@ class Budget(CounterGuard):
     # -- response side ----------------------------------------------------------------------
 
     async def settle(self, response: Conversation | None, context: CheckContext, *, completed: bool) -> None:
+        """Charge the usage (or release the hold). The charge is known at once (decision record,
+        metrics); the store write runs in the background so it adds no latency to the response.
+        A write that never lands leaves the reservation counted, which errs on the safe side
+        whenever the cap held the output below it."""
         hold: Hold | None = context.state.get(STATE_KEY, {}).get(self._id)
         if hold is None or hold.settled:
             return
@@ -314,13 +320,21 @@ class Budget(CounterGuard):
             hold.charge = hold.charge_for(hold.input_tokens, hold.output_tokens, estimated=True)
         if hold.charge is not None:
             self.metrics.charged(hold.charge, hold.pool, hold.tenant)
-        changes = hold.adjustments(hold.charge)
-        if changes:
-            try:
-                await self.store.adjust(changes)
-            except StoreUnavailable:
-                store = self.config.store
-                self.metrics.store_error("budget", store.backend, "unsettled")
+        if changes := hold.adjustments(hold.charge):
+            task = asyncio.create_task(self._write(changes))
+            self._writes.add(task)
+            task.add_done_callback(self._writes.discard)
+
+    async def _write(self, changes: list[Adjustment]) -> None:
+        try:
+            await self.store.adjust(changes)
+        except StoreUnavailable:
+            self.metrics.store_error("budget", self.config.store.backend, "unsettled")
+
+    async def flush(self) -> None:
+        """Wait for the charges still being written (tests, graceful shutdown)."""
+        while self._writes:
+            await asyncio.gather(*self._writes)
 
     @staticmethod
     def _charge(hold: Hold, response: Conversation) -> Charge:

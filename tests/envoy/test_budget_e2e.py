@@ -77,11 +77,19 @@ def spent_tokens(redis_server: RedisServer) -> int:
         return sum(int(v) for v in client.mget(keys)) if keys else 0
 
 
+def settled_spend(redis_server: RedisServer, expected: int) -> int:
+    """The spend once IRL's charge has landed: it is written after the response is released."""
+    deadline = time.monotonic() + 5
+    while (spent := spent_tokens(redis_server)) != expected and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return spent
+
+
 def test_a_completion_is_charged_its_exact_usage(stack: Stack, redis_server: RedisServer) -> None:
     raw = ask(openai_client(stack), "how much is this?", max_tokens=50)
     completion = raw.parse()
     assert completion.usage is not None
-    assert spent_tokens(redis_server) == completion.usage.total_tokens
+    assert settled_spend(redis_server, completion.usage.total_tokens) == completion.usage.total_tokens
     assert 0 < int(raw.headers["x-irl-budget-remaining-tokens"]) < DAY_TOKENS
 
 
@@ -100,10 +108,7 @@ def test_a_streamed_completion_is_charged_its_reported_usage(stack: Stack, redis
         stream_options={"include_usage": True},
     )
     usage = [c.usage for c in chunks if c.usage is not None][-1]
-    deadline = time.monotonic() + 5  # IRL settles when Envoy closes the ext_proc stream
-    while spent_tokens(redis_server) != usage.total_tokens and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert spent_tokens(redis_server) == usage.total_tokens
+    assert settled_spend(redis_server, usage.total_tokens) == usage.total_tokens  # settled at stream close
 
 
 def test_parallel_requests_through_two_replicas_are_held_to_one_budget(stack: Stack, redis_server: RedisServer) -> None:

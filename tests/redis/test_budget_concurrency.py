@@ -86,14 +86,16 @@ async def run(replicas: list[Budget], requests: int, *, extra_prompt_tokens: int
     return load
 
 
-async def counters(replica: Budget) -> dict[str, int]:
-    found = await replica.store.scan("irl:b:")
+async def counters(replicas: list[Budget]) -> dict[str, int]:
+    for replica in replicas:
+        await replica.flush()
+    found = await replicas[0].store.scan("irl:b:")
     return {key.rsplit(":", 1)[1]: value for key, value in found.items()}
 
 
 async def test_exact_usage_never_exceeds_the_shared_budget(replicas: list[Budget]) -> None:
     load = await run(replicas, 400, extra_prompt_tokens=0, seed=1)
-    spent = await counters(replicas[0])
+    spent = await counters(replicas)
     assert load.refused > 0
     assert load.admitted > 20
     assert load.most_in_flight > 10  # the requests really overlapped
@@ -106,7 +108,7 @@ async def test_overrun_is_bounded_by_the_requests_in_flight(replicas: list[Budge
     # The prompt estimate is 40 tokens short on every request: only requests admitted while
     # others were still in flight can add to the overshoot.
     load = await run(replicas, 400, extra_prompt_tokens=40, seed=2)
-    spent = await counters(replicas[0])
+    spent = await counters(replicas)
     assert load.refused > 0
     assert spent["tokens"] == load.charged_tokens
     assert spent["tokens"] <= TOKENS_PER_DAY + load.most_in_flight * 40

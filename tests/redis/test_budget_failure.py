@@ -6,11 +6,8 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import pytest
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from irl_extproc.budgets.metrics import BudgetMetrics
 from irl_extproc.budgets.redis_store import RedisStore
@@ -82,17 +79,9 @@ async def drive(guard: Budget, disrupt: Callable[[], None], *, workers: int = 8,
     return run
 
 
-def counted_errors(reader: InMemoryMetricReader) -> dict[str, Any]:
-    data = reader.get_metrics_data()
-    assert data is not None
-    return {str(dict(p.attributes or {})["on_error"]): p.value  # type: ignore[union-attr]
-            for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics
-            if m.name == "irl.budget.store_errors" for p in m.data.data_points}  # type: ignore[union-attr]
-
-
 async def test_fail_open_when_redis_is_killed_mid_load(own_redis: RedisServer) -> None:
-    reader = InMemoryMetricReader()
-    guard = budget(own_redis.url, "fail_open", BudgetMetrics(MeterProvider(metric_readers=[reader]).get_meter("t")))
+    metrics = BudgetMetrics()
+    guard = budget(own_redis.url, "fail_open", metrics)
     run = await drive(guard, own_redis.kill)
     assert len(run.before) >= 70
     assert all(r.findings == [] for r in run.before)
@@ -101,7 +90,9 @@ async def test_fail_open_when_redis_is_killed_mid_load(own_redis: RedisServer) -
     assert all([(f.rule, f.action) for f in r.findings] == unavailable for r in run.after)  # flagged, never refused
     assert all([(f.rule, f.action) for f in r.findings] in ([], unavailable) for r in run.results)
     assert max(r.seconds for r in run.results) < 2.0  # nothing hung on the dead server
-    assert counted_errors(reader)["fail_open"] == sum(1 for r in run.results if r.findings)
+    errors = dict(metrics.store_errors.snapshot())
+    assert errors[("budget", "redis", "fail_open")] == sum(1 for r in run.results if r.findings)
+    await guard.flush()
     await guard.store.close()
 
 
@@ -114,6 +105,7 @@ async def test_fail_closed_when_redis_is_killed_mid_load(own_redis: RedisServer)
         assert [(f.rule, f.action, f.status) for f in r.findings] == [("budget.store_unavailable", "block", 503)]
         assert r.headers["retry-after"] == "1"
     assert max(r.seconds for r in run.results) < 2.0
+    await guard.flush()
     await guard.store.close()
 
 
@@ -135,6 +127,7 @@ async def test_a_stalled_redis_times_out_then_recovers(own_redis: RedisServer) -
     await asyncio.sleep(0.25)  # past the 200ms cooldown
     assert await guard.check_async(chat(max_tokens=100), context()) == []
     await guard.settle(usage(100, 10), ctx, completed=True)
+    await guard.flush()
     await guard.store.close()
 
 
@@ -151,6 +144,7 @@ async def test_a_restarted_redis_is_used_again(
         assert await guard.check_async(chat(max_tokens=100), context()) == []  # pooled connections reconnect
         assert await guard.store.scan("irl:b:")  # the new server holds the new reservation
     finally:
+        await guard.flush()
         await guard.store.close()
         revived.stop()
 

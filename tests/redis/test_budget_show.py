@@ -40,6 +40,7 @@ async def spend(config: BudgetConfig, tenant: str, prompt: int, output: int) -> 
     ctx = context(tenant)
     assert await guard.check_async(chat(max_tokens=output), ctx) == []
     await guard.settle(usage(prompt, output), ctx, completed=True)
+    await guard.flush()
     await store.close()
 
 

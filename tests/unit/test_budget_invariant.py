@@ -5,8 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from irl_extproc.budgets.memory import MemoryStore
 from irl_extproc.budgets.metrics import BudgetMetrics
@@ -21,42 +19,43 @@ pytestmark = pytest.mark.unit
 PRICES = {"gpt-4o-mini": {"input": 0.15, "output": 0.6}, "gpt-4o*": {"input": 2.5, "output": 10.0}}
 
 
-def budget(store: MemoryStore | None = None, metrics: BudgetMetrics | None = None, **config: Any) -> Budget:
-    return Budget(BudgetConfig.model_validate(config), store=store or MemoryStore(), metrics=metrics)
+def budget(metrics: BudgetMetrics | None = None, **config: Any) -> Budget:
+    return Budget(BudgetConfig.model_validate(config), store=MemoryStore(), metrics=metrics)
 
 
 def rules(findings: list[Finding]) -> list[str]:
     return [f.rule for f in findings]
 
 
-async def spent(store: MemoryStore) -> dict[str, int]:
-    return {k.rsplit(":", 3)[-1] if k.endswith(("tokens", "usd")) else k: v for k, v in (await store.scan("")).items()}
+async def spent(guard: Budget) -> dict[str, int]:
+    """The guard's counters by metric, once its background charge writes have landed."""
+    await guard.flush()
+    found = await guard.store.scan("")
+    return {k.rsplit(":", 3)[-1] if k.endswith(("tokens", "usd")) else k: v for k, v in found.items()}
 
 
 async def test_reserves_then_charges_the_exact_usage() -> None:
-    store = MemoryStore()
-    guard = budget(store, limits=[{"window": "day", "tokens": 10_000}])
+    guard = budget(limits=[{"window": "day", "tokens": 10_000}])
     ctx = context()
     assert await guard.check_async(chat(max_tokens=200), ctx) == []
-    assert await spent(store) == {"tokens": 100 + 200}
+    assert await spent(guard) == {"tokens": 100 + 200}
     assert ctx.client_headers["x-irl-budget-remaining-tokens"] == str(10_000 - 300)
     assert 0 < int(ctx.client_headers["x-irl-budget-reset-tokens"]) <= 86_400
     await guard.settle(completion(usage={"prompt_tokens": 90, "completion_tokens": 35}), ctx, completed=True)
-    assert await spent(store) == {"tokens": 125}
+    assert await spent(guard) == {"tokens": 125}
     assert charges(ctx) == [{"model": "gpt-4o-mini", "input_tokens": 90, "output_tokens": 35, "estimated": False}]
     await guard.settle(None, ctx, completed=False)  # the stream's clean-up call changes nothing now
-    assert await spent(store) == {"tokens": 125}
+    assert await spent(guard) == {"tokens": 125}
 
 
 async def test_caps_max_tokens_to_what_the_budget_still_covers() -> None:
-    store = MemoryStore()
-    guard = budget(store, limits=[{"window": "minute", "tokens": 600}])
+    guard = budget(limits=[{"window": "minute", "tokens": 600}])
     conversation = chat(max_tokens=5000)
     findings = await guard.check_async(conversation, context())
     assert [(f.rule, f.action, f.edit) for f in findings] == [("budget.max_tokens", "redact", (("max_tokens",), 500))]
     assert apply_edits(conversation, findings) == 1
     assert conversation.body["max_tokens"] == 500
-    assert await spent(store) == {"tokens": 600}
+    assert await spent(guard) == {"tokens": 600}
 
 
 async def test_a_request_without_max_tokens_gets_its_reserved_allowance_written() -> None:
@@ -78,8 +77,7 @@ async def test_the_field_written_is_the_one_the_api_uses() -> None:
 
 
 async def test_exhausted_budget_is_refused_with_429_and_retry_after() -> None:
-    store = MemoryStore()
-    guard = budget(store, limits=[{"window": "hour", "tokens": 1000}], min_output_tokens=50)
+    guard = budget(limits=[{"window": "hour", "tokens": 1000}], min_output_tokens=50)
     await guard.check_async(chat(max_tokens=850), context())  # 950 reserved
     ctx = context()
     findings = await guard.check_async(chat(max_tokens=850), ctx)
@@ -87,9 +85,9 @@ async def test_exhausted_budget_is_refused_with_429_and_retry_after() -> None:
     assert "tokens budget for this tenant is exhausted for the current hour" in findings[0].message
     assert 0 < int(ctx.client_headers["retry-after"]) <= 3600
     assert ctx.client_headers["x-irl-budget-remaining-tokens"] == "50"
-    assert await spent(store) == {"tokens": 950}  # the refusal reserved nothing
+    assert await spent(guard) == {"tokens": 950}  # the refusal reserved nothing
     await guard.settle(None, ctx, completed=False)
-    assert await spent(store) == {"tokens": 950}
+    assert await spent(guard) == {"tokens": 950}
 
 
 async def test_without_capping_the_whole_request_must_fit() -> None:
@@ -99,33 +97,30 @@ async def test_without_capping_the_whole_request_must_fit() -> None:
 
 
 async def test_released_when_the_exchange_never_completes() -> None:
-    store = MemoryStore()
-    guard = budget(store, limits=[{"window": "day", "tokens": 10_000}])
+    guard = budget(limits=[{"window": "day", "tokens": 10_000}])
     ctx = context()
     await guard.check_async(chat(max_tokens=100), ctx)
     await guard.settle(None, ctx, completed=False)
-    assert await spent(store) == {"tokens": 0}
+    assert await spent(guard) == {"tokens": 0}
     assert charges(ctx) == []
 
 
 async def test_an_unread_completed_response_is_charged_its_reservation_as_an_estimate() -> None:
-    store = MemoryStore()
-    guard = budget(store, limits=[{"window": "day", "tokens": 10_000}])
+    guard = budget(limits=[{"window": "day", "tokens": 10_000}])
     ctx = context()
     await guard.check_async(chat(max_tokens=100), ctx)
     await guard.settle(None, ctx, completed=True)
-    assert await spent(store) == {"tokens": 200}
+    assert await spent(guard) == {"tokens": 200}
     assert charges(ctx)[0]["estimated"] is True
 
 
 async def test_missing_usage_falls_back_to_a_marked_estimate() -> None:
-    store = MemoryStore()
-    guard = budget(store, limits=[{"window": "day", "tokens": 10_000}])
+    guard = budget(limits=[{"window": "day", "tokens": 10_000}])
     ctx = context()
     await guard.check_async(chat(max_tokens=500), ctx)
     await guard.settle(completion("y" * 80), ctx, completed=True)
     assert charges(ctx) == [{"model": "gpt-4o-mini", "input_tokens": 100, "output_tokens": 20, "estimated": True}]
-    assert await spent(store) == {"tokens": 120}
+    assert await spent(guard) == {"tokens": 120}
 
 
 async def test_streamed_usage_marked_estimated_stays_estimated() -> None:
@@ -138,8 +133,7 @@ async def test_streamed_usage_marked_estimated_stays_estimated() -> None:
 
 
 async def test_spend_limits_use_the_price_table() -> None:
-    store = MemoryStore()
-    guard = budget(store, limits=[{"window": "month", "usd": 0.001}], prices=PRICES)
+    guard = budget(limits=[{"window": "month", "usd": 0.001}], prices=PRICES)
     ctx = context()
     findings = await guard.check_async(chat(max_tokens=4000), ctx)
     # $0.001 = 1000 µ$: the prompt costs 100 * 0.15 = 15, leaving 985 / 0.6 = 1641 output tokens.
@@ -147,7 +141,7 @@ async def test_spend_limits_use_the_price_table() -> None:
     assert ctx.client_headers["x-irl-budget-remaining-usd"] == "0.000000"
     await guard.settle(completion(usage={"prompt_tokens": 1000, "completion_tokens": 500}), ctx, completed=True)
     assert charges(ctx)[0]["usd"] == "0.000450"  # 1000 * 0.15 + 500 * 0.6 µ$
-    assert await spent(store) == {"usd": 450}
+    assert await spent(guard) == {"usd": 450}
 
 
 async def test_prefix_prices_and_an_unpriced_model() -> None:
@@ -162,11 +156,10 @@ async def test_prefix_prices_and_an_unpriced_model() -> None:
 
 
 async def test_per_model_limits_count_only_that_model() -> None:
-    store = MemoryStore()
-    guard = budget(store, limits=[{"window": "day", "tokens": 110, "model": "gpt-4o"}])
+    guard = budget(limits=[{"window": "day", "tokens": 110, "model": "gpt-4o"}])
     assert rules(await guard.check_async(chat(model="gpt-4o", max_tokens=100), context())) == ["budget.exhausted"]
     assert await guard.check_async(chat(model="gpt-4o-mini", max_tokens=100), context()) == []
-    assert await store.scan("") == {}  # the mini request touched no counter
+    assert await spent(guard) == {}  # the mini request touched no counter
 
 
 async def test_budgets_are_per_tenant_and_anonymous_requests_share_one() -> None:
@@ -222,12 +215,11 @@ async def test_rewrite_when_the_requested_model_is_exhausted() -> None:
 
 
 async def test_monitor_never_blocks_or_edits_but_keeps_the_books() -> None:
-    store = MemoryStore()
-    guard = budget(store, action="monitor", limits=[{"window": "day", "tokens": 250}], max_tokens=50)
+    guard = budget(action="monitor", limits=[{"window": "day", "tokens": 250}], max_tokens=50)
     await guard.check_async(chat(max_tokens=50), context())
     findings = await guard.check_async(chat(max_tokens=50), context())
     assert [(f.rule, f.action) for f in findings] == [("budget.exhausted", "monitor")]
-    assert await spent(store) == {"tokens": 300}
+    assert await spent(guard) == {"tokens": 300}
 
 
 async def test_max_tokens_ceiling_offline_and_online() -> None:
@@ -248,23 +240,18 @@ async def test_stream_usage_is_requested_when_configured() -> None:
 
 
 async def test_metrics_count_spend_and_refusals() -> None:
-    reader = InMemoryMetricReader()
-    metrics = BudgetMetrics(MeterProvider(metric_readers=[reader]).get_meter("test"))
+    metrics = BudgetMetrics()
     guard = budget(metrics=metrics, limits=[{"window": "day", "tokens": 200}], prices=PRICES)
     ctx = context()
     await guard.check_async(chat(max_tokens=50), ctx)
     await guard.settle(completion(usage={"prompt_tokens": 1000, "completion_tokens": 1000}), ctx, completed=True)
     await guard.check_async(chat(max_tokens=50), context())
-    data = reader.get_metrics_data()
-    assert data is not None
-    points = {
-        m.name: [(dict(p.attributes or {}), p.value) for p in m.data.data_points]  # type: ignore[union-attr]
-        for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics
-    }
-    assert points["irl.budget.spend"] == [
-        ({"pool": "chat", "tenant": "acme", "model": "gpt-4o-mini", "estimated": False}, pytest.approx(0.00075))
+    assert metrics.spend.snapshot() == [(("chat", "acme", "gpt-4o-mini", "false"), 750)]
+    assert sorted(metrics.tokens.snapshot()) == [
+        (("chat", "acme", "gpt-4o-mini", "input", "false"), 1000),
+        (("chat", "acme", "gpt-4o-mini", "output", "false"), 1000),
     ]
-    assert points["irl.budget.refusals"] == [({"rule": "budget.exhausted", "pool": "chat", "tenant": "acme"}, 1)]
+    assert metrics.refusals.snapshot() == [(("chat", "acme", "budget.exhausted"), 1)]
 
 
 async def test_responses_are_not_checked_on_the_response_side() -> None:
