@@ -22,6 +22,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Literal
 
+from irl_extproc.codecs.base import set_at
+from irl_extproc.conversation import Conversation
 from irl_extproc.invariants.base import CheckContext
 
 Strategy = Literal["placeholder", "partial", "hash", "remove"]
@@ -108,3 +110,18 @@ def restore(text: str, context: CheckContext) -> str:
         return text
     originals = vault.originals
     return _PLACEHOLDER.sub(lambda m: originals.get(m.group(1), m.group(0)), text)
+
+
+def restore_conversation(conversation: Conversation, context: CheckContext) -> int:
+    """Restore placeholders in every segment of a (response) conversation, writing the body by path.
+
+    Returns how many segments changed; the caller re-encodes the body when it is not zero.
+    """
+    changed = 0
+    for segment in conversation.segments:
+        restored = restore(segment.text, context)
+        if restored != segment.text:
+            segment.text = restored
+            set_at(conversation.body, segment.path, restored)
+            changed += 1
+    return changed

@@ -9,7 +9,7 @@ from irl_extproc.codecs.openai_chat import OpenAIChat
 from irl_extproc.detect.pii import card_issuer, detect_pii, iban_ok, luhn_ok
 from irl_extproc.invariants.base import CheckContext
 from irl_extproc.invariants.pii import Pii, PiiConfig
-from irl_extproc.masking import Masker, partial, restore
+from irl_extproc.masking import Masker, partial, restore, restore_conversation
 
 pytestmark = pytest.mark.unit
 
@@ -71,6 +71,10 @@ def test_redaction_placeholders_are_stable_and_reversible() -> None:
     assert body["messages"][0]["content"] == "mail [EMAIL_1], card [CREDIT_CARD_1]"
     assert body["messages"][1]["content"] == "again [EMAIL_1]"
     assert restore("Sent to [EMAIL_1] from [PHONE_7].", context) == "Sent to bob@example.com from [PHONE_7]."
+    reply = OpenAIChat().decode_response({"choices": [{"message": {"role": "assistant",
+                                                                  "content": "I wrote to [EMAIL_1]."}}]})
+    assert restore_conversation(reply, context) == 1
+    assert reply.body["choices"][0]["message"]["content"] == "I wrote to bob@example.com."
     # Another stream has its own numbering and no mapping.
     assert restore("[EMAIL_1]", CheckContext("svc/route")) == "[EMAIL_1]"
 
