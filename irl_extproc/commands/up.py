@@ -17,6 +17,7 @@ from typing import Any
 
 from irl_extproc.policy.load import LoadedPolicy, PolicyError, load_policy
 from irl_extproc.processes import Child, StartupError, envoy_argv, grpc_serving, http_ok, irl_argv, write_json
+from irl_extproc.render.lint import blocking_lints
 
 DEFAULT_POLICY = Path(__file__).resolve().parents[2] / "policies" / "example.yaml"
 
@@ -91,6 +92,11 @@ class Stack:
             policy = load_policy(self.args.policy)
         except PolicyError as exc:
             print(f"policy edit rejected; still serving {self.policy.version[:12]}:\n{exc}", file=sys.stderr)
+            return
+        errors = blocking_lints(policy)
+        if errors:
+            lines = "\n".join(map(str, errors))
+            print(f"policy edit rejected; still serving {self.policy.version[:12]}:\n{lines}", file=sys.stderr)
             return
         if policy.version != self.policy.version:
             write_xds(policy, self.xds_dir, **self.render_options())

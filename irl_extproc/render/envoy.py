@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from irl_extproc.contract import METADATA_NAMESPACE
 from irl_extproc.policy.load import LoadedPolicy
 from irl_extproc.policy.units import format_duration
 from irl_extproc.render.envoy_clusters import (
@@ -35,7 +36,6 @@ from irl_extproc.render.proto_json import typed
 
 LISTENER_NAME = "irl_listener"
 MAX_DOWNSTREAM_CONNECTIONS = 50_000
-IRL_METADATA_NAMESPACE = "irl"
 XDS_FILES = {"cds": "cds.yaml", "rds": "rds.yaml", "lds": "lds.yaml"}
 _RESOURCE_TYPES = {
     "cds": "envoy.config.cluster.v3.Cluster",
@@ -62,7 +62,7 @@ def extproc_filter(render_plan: RenderPlan) -> dict[str, Any]:
             },
             allow_mode_override=True,
             message_timeout=format_duration(render_plan.message_timeout),
-            metadata_options={"receiving_namespaces": {"untyped": [IRL_METADATA_NAMESPACE]}},
+            metadata_options={"receiving_namespaces": {"untyped": [METADATA_NAMESPACE]}},
         ),
     }
 

@@ -6,6 +6,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from irl_extproc.contract import ROUTE_METADATA_KEY
 from irl_extproc.policy.model import Match
 from irl_extproc.policy.resilience import (
     DEFAULT_RETRY_ON,
@@ -23,7 +24,6 @@ from irl_extproc.render.proto_json import typed
 ROUTE_CONFIG_NAME = "irl_routes"
 EXTPROC_FILTER = "envoy.filters.http.ext_proc"
 RATE_LIMIT_FILTER = "envoy.filters.http.local_ratelimit"
-ROUTE_METADATA_KEY = "x-irl-route"  # IRL learns the route from this; clients cannot set it
 ALL_METHODS = ("GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE", "POST", "PATCH")
 PREVIOUS_HOSTS = {
     "name": "envoy.retry_host_predicates.previous_hosts",

@@ -245,3 +245,8 @@ def lint(policy: LoadedPolicy) -> list[Lint]:
         found.extend(_cluster_lints(cluster))
     found.extend(_message_timeout_lints(render_plan))
     return sorted(found, key=lambda f: SEVERITIES.index(f.severity))
+
+
+def blocking_lints(policy: LoadedPolicy) -> list[Lint]:
+    """Error-level lints: a policy with any is refused on load and on live reload alike."""
+    return [f for f in lint(policy) if f.severity == "error"]

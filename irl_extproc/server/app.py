@@ -14,8 +14,9 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from irl_extproc._gen.envoy.service.ext_proc.v3 import external_processor_pb2 as ep
 from irl_extproc._gen.envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ep_grpc
+from irl_extproc.contract import ROUTE_METADATA_KEY
 from irl_extproc.server.policy_holder import PolicyHolder
-from irl_extproc.server.processor import ROUTE_METADATA_KEY, StreamProcessor
+from irl_extproc.server.processor import StreamProcessor
 
 log = logging.getLogger("irl.server")
 

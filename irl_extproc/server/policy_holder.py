@@ -12,7 +12,8 @@ import os
 from pathlib import Path
 
 from irl_extproc.engine import CompiledPolicy
-from irl_extproc.policy.load import PolicyError, load_policy
+from irl_extproc.policy.load import PolicyError, Problem, load_policy
+from irl_extproc.render.lint import blocking_lints
 
 log = logging.getLogger("irl.policy")
 
@@ -37,6 +38,8 @@ class PolicyHolder:
             loaded = load_policy(self.path)
             if loaded.version == self.current.version:
                 return False
+            if errors := blocking_lints(loaded):
+                raise PolicyError([Problem(loaded.source, None, e.where, str(e)) for e in errors])
             compiled = CompiledPolicy.compile(loaded)
         except PolicyError as exc:
             self.last_error = str(exc)

@@ -17,6 +17,7 @@ from irl_extproc._gen.envoy.extensions.filters.http.ext_proc.v3 import processin
 from irl_extproc._gen.envoy.service.ext_proc.v3 import external_processor_pb2 as ep
 from irl_extproc.codecs.base import Codec, CodecError, encode_json, parse_json
 from irl_extproc.codecs.registry import CODECS, codec_for, resolve_format
+from irl_extproc.contract import METADATA_NAMESPACE
 from irl_extproc.conversation import Conversation, Direction
 from irl_extproc.decision import Decision
 from irl_extproc.engine import (
@@ -37,8 +38,6 @@ from irl_extproc.streaming.stream import ResponseStream, StreamHooks
 
 log = logging.getLogger("irl.processor")
 
-ROUTE_METADATA_KEY = "x-irl-route"  # set per route by the rendered Envoy config, never by clients
-METADATA_NAMESPACE = "irl"
 FULL_DUPLEX = pm.ProcessingMode.FULL_DUPLEX_STREAMED
 _DEFAULT_CODEC = CODECS["openai-chat"]
 
