@@ -28,7 +28,7 @@ from irl_extproc.budgets.store import CounterStore, StoreConfig
 from irl_extproc.invariants.budget import Budget, BudgetConfig
 from irl_extproc.invariants.loop_guard import LoopGuard, LoopGuardConfig
 from tests.budget_helpers import chat, context, usage
-from tests.redis.server import RedisServer
+from tests.redis.server import running_redis
 
 Step = Callable[[int], Awaitable[float]]  # one request; returns the seconds spent in checks
 UPSTREAM_SECONDS = 0.0005  # the upstream's time between the two phases (not counted)
@@ -125,11 +125,8 @@ def main() -> None:
     if args.redis_url:
         uvloop.run(run(args.redis_url, args.requests, args.concurrency))
         return
-    server = RedisServer(Path(tempfile.mkdtemp(prefix="irl-bench-redis-")))
-    try:
+    with running_redis(Path(tempfile.mkdtemp(prefix="irl-bench-redis-"))) as server:
         uvloop.run(run(server.url, args.requests, args.concurrency))
-    finally:
-        server.stop()
 
 
 if __name__ == "__main__":

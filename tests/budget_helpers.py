@@ -8,6 +8,23 @@ from irl_extproc.codecs.openai_chat import OpenAIChat
 from irl_extproc.conversation import Conversation
 from irl_extproc.invariants.base import CheckContext
 
+ONE_ROUTE_POLICY = """\
+version: 1
+services:
+  chat:
+    upstream: {address: 127.0.0.1, port: 18080}
+    routes:
+      - match: {prefix: /v1/chat/completions}
+        sentinel:
+          format: openai-chat
+          request:
+"""
+
+
+def one_route_policy(entries: str) -> str:
+    """A policy whose one route checks requests with ``entries`` (list items, indented 12, from line 10)."""
+    return ONE_ROUTE_POLICY + entries
+
 
 def chat(text: str = "x" * 400, model: str = "gpt-4o-mini", **extra: Any) -> Conversation:
     """400 characters: an estimated 100 prompt tokens."""

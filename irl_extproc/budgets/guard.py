@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import ClassVar
+from typing import ClassVar, Generic, TypeVar
 
 from pydantic import Field
 
@@ -27,13 +27,16 @@ class CounterConfig(InvariantConfig):
     store: StoreConfig = Field(default_factory=StoreConfig)
 
 
-class CounterGuard:
+C = TypeVar("C", bound=CounterConfig)
+
+
+class CounterGuard(Generic[C]):
+    """Base of the budget and loop_guard invariants (their config type is ``C``)."""
+
     invariant: ClassVar[str]
 
-    def __init__(
-        self, config: CounterConfig, store: CounterStore | None = None, metrics: BudgetMetrics | None = None
-    ) -> None:
-        self.counter_config = config
+    def __init__(self, config: C, store: CounterStore | None = None, metrics: BudgetMetrics | None = None) -> None:
+        self.config = config
         self._store = store
         if store is None:
             load_backend(config.store)
@@ -43,7 +46,7 @@ class CounterGuard:
     def store(self) -> CounterStore:
         """Given, or the process's shared store for this config (opened on first use, in the loop)."""
         if self._store is None:
-            self._store = shared_store(self.counter_config.store)
+            self._store = shared_store(self.config.store)
         return self._store
 
     @staticmethod
@@ -51,7 +54,7 @@ class CounterGuard:
         return context.tenant or context.identity.get("tenant")
 
     def scope(self, context: CheckContext) -> Scope:
-        config = self.counter_config
+        config = self.config
         pool = config.pool or context.route_id.split("/")[0]
         identity = {**context.identity, "tenant": self.tenant(context) or ""}
         return scope_for(config.store.key_prefix, pool, config.per, identity)
@@ -59,11 +62,11 @@ class CounterGuard:
     @property
     def block_action(self) -> Action:
         # Counters cannot be redacted away: redact means block, as for the limits invariant.
-        return "monitor" if self.counter_config.action == "monitor" else "block"
+        return "monitor" if self.config.action == "monitor" else "block"
 
     def store_failure(self, context: CheckContext) -> Finding:
         """The configured fail mode as a finding: flagged under fail_open, a 503 under fail_closed."""
-        store = self.counter_config.store
+        store = self.config.store
         self.metrics.store_error(self.invariant, store.backend, store.on_error)
         rule = f"{self.invariant}.store_unavailable"
         if store.on_error == "fail_open":

@@ -131,14 +131,13 @@ class _Request:
         return any(f.action == "block" for f in self.findings)
 
 
-class Budget(CounterGuard):
+class Budget(CounterGuard[BudgetConfig]):
     invariant: ClassVar[str] = "budget"
 
     def __init__(
         self, config: BudgetConfig, store: CounterStore | None = None, metrics: BudgetMetrics | None = None
     ) -> None:
         super().__init__(config, store, metrics)
-        self.config = config
         self._id = next(_instance_ids)
         self._writes: set[asyncio.Task[None]] = set()  # charges being written to the store
 

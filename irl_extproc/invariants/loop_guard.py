@@ -16,8 +16,7 @@ from pydantic import Field
 
 from irl_extproc.budgets import ledger
 from irl_extproc.budgets.guard import CounterConfig, CounterGuard
-from irl_extproc.budgets.metrics import BudgetMetrics
-from irl_extproc.budgets.store import CounterStore, StoreUnavailable
+from irl_extproc.budgets.store import StoreUnavailable
 from irl_extproc.conversation import Conversation, Segment
 from irl_extproc.invariants.base import CheckContext, Finding
 from irl_extproc.policy.units import Duration
@@ -64,14 +63,8 @@ def prompt_state_digest(conversation: Conversation) -> str | None:
     return digest.hexdigest()[:32]
 
 
-class LoopGuard(CounterGuard):
+class LoopGuard(CounterGuard[LoopGuardConfig]):
     invariant: ClassVar[str] = "loop_guard"
-
-    def __init__(
-        self, config: LoopGuardConfig, store: CounterStore | None = None, metrics: BudgetMetrics | None = None
-    ) -> None:
-        super().__init__(config, store, metrics)
-        self.config = config
 
     def check(self, conversation: Conversation, context: CheckContext) -> list[Finding]:
         """Repetition is only visible across requests, so offline there is nothing to find."""

@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from tests.conftest import POLICIES
-from tests.redis.server import RedisServer
+from tests.redis.server import RedisServer, running_redis
 from tests.stack import Stack
 
 pytestmark = [
@@ -33,11 +33,8 @@ DAY_TOKENS = 3000
 
 @pytest.fixture(scope="module")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    try:
+    with running_redis(tmp_path_factory.mktemp("redis")) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")

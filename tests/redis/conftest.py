@@ -6,16 +6,13 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.redis.server import RedisServer
+from tests.redis.server import RedisServer, running_redis
 
 
 @pytest.fixture(scope="module")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    try:
+    with running_redis(tmp_path_factory.mktemp("redis")) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
@@ -28,8 +25,5 @@ def redis_url(redis_server: RedisServer) -> str:
 @pytest.fixture
 def own_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     """A server this test alone may kill or freeze."""
-    server = RedisServer(tmp_path_factory.mktemp("redis-own"))
-    try:
+    with running_redis(tmp_path_factory.mktemp("redis-own")) as server:
         yield server
-    finally:
-        server.stop()

@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import redis
@@ -61,3 +63,12 @@ class RedisServer:
         if self.child.process.poll() is None:
             self.thaw()  # a frozen process would not act on SIGTERM
         self.child.stop()
+
+
+@contextmanager
+def running_redis(directory: Path) -> Iterator[RedisServer]:
+    server = RedisServer(directory)
+    try:
+        yield server
+    finally:
+        server.stop()

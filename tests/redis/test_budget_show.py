@@ -13,25 +13,23 @@ from irl_extproc.cli import main
 from irl_extproc.invariants.budget import Budget, BudgetConfig
 from irl_extproc.policy.load import load_policy
 from irl_extproc.policy.resolve import resolve_routes
-from tests.budget_helpers import chat, context, usage
+from tests.budget_helpers import chat, context, one_route_policy, usage
 
 pytestmark = pytest.mark.redis
 
-POLICY = """\
-version: 1
-services:
-  chat:
-    upstream: {{address: 127.0.0.1, port: 18080}}
-    routes:
-      - match: {{prefix: /v1/chat/completions}}
-        sentinel:
-          request:
+BUDGET = """\
             - budget:
-                limits: [{{window: day, tokens: 10000}}, {{window: month, usd: 2}}]
-                prices: {{gpt-4o-mini: {{input: 0.15, output: 0.6}}}}
-                tenants: {{vip: {{limits: [{{window: day, tokens: 90000}}]}}}}
-                store: {{backend: redis, url: '{url}'}}
+                limits: [{window: day, tokens: 10000}, {window: month, usd: 2}]
+                prices: {gpt-4o-mini: {input: 0.15, output: 0.6}}
+                tenants: {vip: {limits: [{window: day, tokens: 90000}]}}
 """
+
+
+def policy(tmp_path: Path, url: str | None) -> Path:
+    path = tmp_path / "policy.yaml"
+    store = f"                store: {{backend: redis, url: '{url}'}}\n" if url else ""
+    path.write_text(one_route_policy(BUDGET + store))
+    return path
 
 
 async def spend(config: BudgetConfig, tenant: str, prompt: int, output: int) -> None:
@@ -47,16 +45,15 @@ async def spend(config: BudgetConfig, tenant: str, prompt: int, output: int) -> 
 def test_show_reports_spend_limits_and_what_remains(
     redis_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    policy = tmp_path / "policy.yaml"
-    policy.write_text(POLICY.format(url=redis_url))
-    (route,) = resolve_routes(load_policy(policy).document)
+    path = policy(tmp_path, redis_url)
+    (route,) = resolve_routes(load_policy(path).document)
     assert route.sentinel is not None
     config = route.sentinel.request[0]
     assert isinstance(config, BudgetConfig)
     asyncio.run(spend(config, "acme", 1000, 200))
     asyncio.run(spend(config, "vip", 3000, 100))
 
-    assert main(["budget", "show", "--policy", str(policy), "--json"]) == 0
+    assert main(["budget", "show", "--policy", str(path), "--json"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     summary = {(r["principal"], r["window"], r["metric"]): (r["used"], r["limit"], r["remaining"]) for r in rows}
     assert summary == {
@@ -66,7 +63,7 @@ def test_show_reports_spend_limits_and_what_remains(
     }
     assert {r["pool"] for r in rows} == {"chat"}
 
-    assert main(["budget", "show", "--policy", str(policy), "--tenant", "vip"]) == 0
+    assert main(["budget", "show", "--policy", str(path), "--tenant", "vip"]) == 0
     table = capsys.readouterr().out.splitlines()
     assert table[0].split() == ["POOL", "PER", "PRINCIPAL", "WINDOW", "START", "METRIC", "MODEL", "USED", "LIMIT",
                                 "REMAINING"]
@@ -75,9 +72,7 @@ def test_show_reports_spend_limits_and_what_remains(
 
 
 def test_show_says_why_a_memory_store_cannot_be_read(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    policy = tmp_path / "policy.yaml"
-    policy.write_text(POLICY.replace("                store: {{backend: redis, url: '{url}'}}\n", "").format())
-    assert main(["budget", "show", "--policy", str(policy)]) == 0
+    assert main(["budget", "show", "--policy", str(policy(tmp_path, None))]) == 0
     assert "a memory store lives inside each `irl serve` process" in capsys.readouterr().err
 
 
@@ -85,7 +80,5 @@ def test_show_fails_clearly_when_redis_is_unreachable(tmp_path: Path, capsys: py
     from irl_extproc.processes import free_ports
 
     (port,) = free_ports(1)
-    policy = tmp_path / "policy.yaml"
-    policy.write_text(POLICY.format(url=f"redis://127.0.0.1:{port}/0"))
-    assert main(["budget", "show", "--policy", str(policy)]) == 1
+    assert main(["budget", "show", "--policy", str(policy(tmp_path, f"redis://127.0.0.1:{port}/0"))]) == 1
     assert "redis store unavailable" in capsys.readouterr().err

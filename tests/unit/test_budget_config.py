@@ -10,21 +10,9 @@ from irl_extproc.invariants.budget import BudgetConfig
 from irl_extproc.invariants.loop_guard import LoopGuardConfig
 from irl_extproc.policy.load import PolicyError, load_policy
 from irl_extproc.policy.resolve import resolve_routes
+from tests.budget_helpers import one_route_policy
 
 pytestmark = pytest.mark.unit
-
-POLICY = """\
-version: 1
-services:
-  chat:
-    upstream: {{address: 127.0.0.1, port: 18080}}
-    routes:
-      - match: {{prefix: /v1/chat/completions}}
-        sentinel:
-          format: openai-chat
-          request:
-{entries}
-"""
 
 GOOD = """\
             - budget:
@@ -48,7 +36,7 @@ GOOD = """\
 
 def write(tmp_path: Path, entries: str) -> Path:
     path = tmp_path / "policy.yaml"
-    path.write_text(POLICY.format(entries=entries))
+    path.write_text(one_route_policy(entries))
     return path
 
 
