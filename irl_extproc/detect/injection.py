@@ -118,7 +118,18 @@ _WEIRD = re.compile(r"[^\w\s.,!?:;'-]")
 _CAMEL = re.compile(r"[a-z][A-Z]")
 _SUFFIX_TOKENS = 25
 # Code and data look symbol-heavy too; their keywords and key/value shapes are not suffix noise.
-_CODE = re.compile(r"\b(?:SELECT|FROM|WHERE|null|true|false|def|return|function|const|let|var|import)\b|\"\s*:\s")
+_CODE = re.compile(
+    r"\b(?:SELECT|FROM|WHERE|null|true|false|def|return|function|const|let|var|import)\b|\"\s*:\s"
+    r"|\d\s*[-+*/^=<>]\s*\(?\d|[a-z]\^\d|=\s*-?\d|\\(?:frac|sqrt|int|sum|cdot|times|alpha|beta|pi|le|ge)\b"
+    r"|==|!=|&&|\+\+"
+)
+
+
+_TALKS_ABOUT_CODE = re.compile(
+    r"(?i)\b(?:syntax|regex|regexp|snippet|expression|code|command|markdown|template|bash|shell|python|json|yaml|"
+    r"html|css|sql|query|function|variable|script|formula|equation|latex|jinja|c\+\+|javascript|typescript|"
+    r"rust|golang|java|ruby|php|perl|kotlin|swift|scala|haskell|lua|in c|c#)\b|`"
+)
 
 
 def gibberish_suffix(text: str) -> float:
@@ -138,10 +149,15 @@ def gibberish_suffix(text: str) -> float:
     if _CODE.search(tail_text):
         return 0.0
     odd = len(_ODD.findall(tail_text))
-    glued = sum(1 for t in tail if _WEIRD.search(t.strip(".,!?:;")) or _CAMEL.search(t))
-    if glued < 3 or odd < 6:
+    flags = [bool(_WEIRD.search(t.strip(".,!?:;")) or _CAMEL.search(t)) for t in tail]
+    if sum(flags) < 2 or odd < 5:
         return 0.0
-    return min(0.6 + 0.02 * (odd - 6) + 0.03 * (glued - 3), 0.9)
+    # A question about code names what it quotes ("what does this regex ... mean?").
+    lead_in = " ".join(tokens[: len(tokens) - len(tail) + flags.index(True)])
+    if _TALKS_ABOUT_CODE.search(lead_in):
+        return 0.0
+    glued = sum(flags)
+    return min(0.6 + 0.02 * (odd - 5) + 0.03 * (glued - 2), 0.9)
 
 
 # --- the detector ----------------------------------------------------------------------------

@@ -135,7 +135,8 @@ RULES: tuple[Rule, ...] = (
           r"\b(?:reveal|show|print|repeat|output|display|leak|dump|give|tell|share|write out|spell out|"
           r"recite|provide|list)\s+(?:me\s+|us\s+)?(?:back\s+)?(?:all\s+|exactly\s+)?(?:of\s+)?(?:your|the|its)\s+"
           r"(?:\w+\s+)?(?:system|initial|original|hidden|secret|internal|developer|first|full|exact)\s+"
-          r"(?:prompt|instructions?|message|directives|rules|configuration|guidelines)",
+          r"(?:prompt|instructions?|message|directives|rules|configuration|guidelines)\b"
+          r"(?!\s+(?:for|of|on|from|in)\s+(?:the|a|an|my|our)\s)",
           ("prompt", "instruction", "message", "directive", "rules", "configuration", "guideline")),
     _rule("prompt_extraction", "repeat_above", 0.85,
           r"\b(?:repeat|print|output|copy|echo|reproduce)\s+(?:all\s+|everything\s+|"
