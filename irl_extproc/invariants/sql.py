@@ -75,7 +75,8 @@ class Sql:
             if (name := ".".join(p for p in (table.db, table.name) if p).lower()) not in ctes
             and name not in self._allowed and table.name.lower() not in self._allowed
         })
-        return [("table_not_allowed", f"reads tables outside allowed_tables: {', '.join(outside)}")] if outside else []
+        # Count only: table names come from model output, and findings never carry content.
+        return [("table_not_allowed", f"reads {len(outside)} table(s) outside allowed_tables")] if outside else []
 
     def check(self, conversation: Conversation, context: CheckContext) -> list[Finding]:
         findings = []
