@@ -21,12 +21,14 @@ from tests.conftest import POLICIES
 from tests.redis.server import RedisServer, running_redis
 from tests.stack import Stack
 
-pytestmark = [
-    pytest.mark.envoy,
-    # Strict: once the processor awaits check_async/settle and the renderer sends budget routes'
-    # responses (docs/budgets.md, "Integration"), these pass and the marker must go.
-    pytest.mark.xfail(strict=True, reason="budget integration in server/processor.py, engine.py and the renderer"),
-]
+pytestmark = pytest.mark.envoy
+
+# Strict: each passes, and its marker must go, once the integration step it names lands
+# (docs/budgets.md, "Integration"). Until then a budget-only route never sees its response, so
+# every reservation is released at stream end instead of charged.
+NEEDS_RESPONSE = pytest.mark.xfail(
+    strict=True, reason="route needs its response: sentinel.needs_response in the renderer and on_response_headers"
+)
 
 DAY_TOKENS = 3000
 
@@ -76,12 +78,13 @@ def spent_tokens(redis_server: RedisServer) -> int:
 
 def settled_spend(redis_server: RedisServer, expected: int) -> int:
     """The spend once IRL's charge has landed: it is written after the response is released."""
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 3
     while (spent := spent_tokens(redis_server)) != expected and time.monotonic() < deadline:
         time.sleep(0.02)
     return spent
 
 
+@NEEDS_RESPONSE
 def test_a_completion_is_charged_its_exact_usage(stack: Stack, redis_server: RedisServer) -> None:
     raw = ask(openai_client(stack), "how much is this?", max_tokens=50)
     completion = raw.parse()
@@ -96,6 +99,7 @@ def test_max_tokens_is_capped_before_the_upstream_sees_it(stack: Stack) -> None:
     assert '"max_tokens":256' in received["body"].replace(" ", "")
 
 
+@NEEDS_RESPONSE
 def test_a_streamed_completion_is_charged_its_reported_usage(stack: Stack, redis_server: RedisServer) -> None:
     chunks = openai_client(stack).chat.completions.create(
         model="gpt-4o-mini",
@@ -108,21 +112,23 @@ def test_a_streamed_completion_is_charged_its_reported_usage(stack: Stack, redis
     assert settled_spend(redis_server, usage.total_tokens) == usage.total_tokens  # settled at stream close
 
 
+@NEEDS_RESPONSE
 def test_parallel_requests_through_two_replicas_are_held_to_one_budget(stack: Stack, redis_server: RedisServer) -> None:
     client = openai_client(stack)
 
     def one(i: int) -> int:
+        """Tokens the provider reported, or 0 when refused."""
         try:
-            ask(client, f"request {i} " + "x" * 800, max_tokens=200)
+            completion = ask(client, f"request {i} " + "x" * 800, max_tokens=200).parse()
         except openai.RateLimitError:
-            return 429
-        return 200
+            return 0
+        return int(completion.usage.total_tokens)
 
     with ThreadPoolExecutor(max_workers=16) as pool:
-        statuses = list(pool.map(one, range(40)))
-    assert statuses.count(429) > 0
-    assert statuses.count(200) > 0
-    assert spent_tokens(redis_server) <= DAY_TOKENS  # exact usage never overshoots a capped budget
+        used = list(pool.map(one, range(40)))
+    assert used.count(0) > 0  # some were refused
+    assert settled_spend(redis_server, sum(used)) == sum(used)  # the books hold exactly what was used
+    assert sum(used) <= DAY_TOKENS  # and that never overshoots a capped budget
 
 
 def spend_until_refused(client: openai.OpenAI) -> openai.RateLimitError:
@@ -134,6 +140,7 @@ def spend_until_refused(client: openai.OpenAI) -> openai.RateLimitError:
     raise AssertionError("the budget never ran out")
 
 
+@NEEDS_RESPONSE
 def test_an_exhausted_budget_is_a_429_the_sdk_raises(stack: Stack) -> None:
     error = spend_until_refused(openai_client(stack))
     assert error.status_code == 429
@@ -159,6 +166,7 @@ def run_agent(client: anthropic.Anthropic, turns: int) -> tuple[int, anthropic.R
     raise AssertionError(f"the loop ran {turns} turns unstopped")
 
 
+@pytest.mark.xfail(strict=True, reason="the 429 body must carry the finding's message (processor _block)")
 def test_a_scripted_agent_loop_is_stopped(stack: Stack) -> None:
     turn, error = run_agent(anthropic.Anthropic(base_url=stack.url, api_key="test", max_retries=0), 8)
     assert turn == 5  # the first request, then three identical tool states; the next is the fourth repeat
