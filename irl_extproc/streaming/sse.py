@@ -53,6 +53,7 @@ class SseParser:
         self._event: bytes | None = None
         self._data: list[bytes] = []
         self._has_data = False
+        self._crlf = False  # a CR was seen: lines may end with CRLF or CR too
 
     @property
     def pending(self) -> bytes:
@@ -63,11 +64,20 @@ class SseParser:
         """Complete events in ``chunk`` and what came before; ``final``: no more bytes follow."""
         buffer = self._buffer = self._buffer + chunk if self._buffer else chunk
         events: list[SseEvent] = []
-        while (end := _LINE_END.search(buffer, self._scan)) is not None:
-            if end.group() == b"\r" and end.end() == len(buffer) and not final:
-                break  # a CR at the end may be the first half of a CRLF
-            line = buffer[self._scan : end.start()]
-            self._scan = end.end()
+        self._crlf = self._crlf or b"\r" in chunk
+        while True:
+            if self._crlf:  # any line ending; a CR at the very end may be half of a CRLF
+                match = _LINE_END.search(buffer, self._scan)
+                if match is None or (match.end() == len(buffer) and match.group() == b"\r" and not final):
+                    break
+                line_end, next_line = match.start(), match.end()
+            else:  # the providers' LF-only framing: plain find
+                line_end = buffer.find(b"\n", self._scan)
+                if line_end < 0:
+                    break
+                next_line = line_end + 1
+            line = buffer[self._scan : line_end]
+            self._scan = next_line
             if line:
                 self._field(line)
                 continue

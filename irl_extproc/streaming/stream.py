@@ -24,7 +24,7 @@ import logging
 import traceback
 import zlib
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
 from irl_extproc._gen.envoy.service.ext_proc.v3 import external_processor_pb2 as ep
@@ -124,8 +124,12 @@ class ResponseStream:
         async with self._lock:
             if self.done:
                 return None  # after a block or a fault: what the upstream still sends is dropped
-            data, end = self._step(chunk, end_of_stream)
-            return await self._emit(data, end=end, end_of_stream=end and not trailers)
+            reply = None
+            for data, end in self._steps(chunk, end_of_stream):
+                reply = await self._emit(data, end=end, end_of_stream=end and not trailers)
+                if end:
+                    break
+            return reply
 
     def close(self) -> None:
         """The stream is over (normally, client gone, upstream gone): stop the timer, keep usage."""
@@ -146,22 +150,24 @@ class ResponseStream:
 
     # -- one step: bytes in, bytes out ---------------------------------------------------------
 
-    def _step(self, chunk: bytes, end: bool) -> tuple[bytes, bool]:
-        """What to send for this chunk, and whether that ends the stream."""
+    def _steps(self, chunk: bytes, end: bool) -> Iterator[tuple[bytes, bool]]:
+        """What to send for this chunk, piece by piece (a big chunk releases text as soon as it
+        is safe, not after the whole chunk), each with whether it ends the stream."""
         try:
             data = self._inflate(chunk, end)
             if self.passing:
-                return data, end
-            return self._inspect(data, end)
+                yield data, end
+            else:
+                yield from self._inspect(data, end)
         except _Blocked as blocked:
-            return self._block(blocked.finding), True
+            yield self._block(blocked.finding), True
         except SseError as fault:
-            return self._fault(fault.code, str(fault), end)
+            yield self._fault(fault.code, str(fault), end)
         except Exception as exc:  # noqa: BLE001 - a bug becomes the policy's fail behaviour
             log.error(
                 "stream internal error %s\n%s", type(exc).__name__, "".join(traceback.format_tb(exc.__traceback__))
             )
-            return self._fault("irl_internal_error", "IRL failed to inspect this stream", end)
+            yield self._fault("irl_internal_error", "IRL failed to inspect this stream", end)
 
     def _inflate(self, chunk: bytes, end: bool) -> bytes:
         if self._inflater is None:
@@ -176,7 +182,7 @@ class ResponseStream:
             raise StreamFault("irl_bad_encoding", "the compressed stream is truncated")
         return data
 
-    def _inspect(self, data: bytes, end: bool) -> tuple[bytes, bool]:
+    def _inspect(self, data: bytes, end: bool) -> Iterator[tuple[bytes, bool]]:
         now = asyncio.get_running_loop().time()
         self._unqueued = deque(self.parser.feed(data, final=end))
         while self._unqueued:
@@ -187,11 +193,14 @@ class ResponseStream:
             if parsed.usage is not None:
                 self.usage = parsed.usage
             self._terminal_seen = self._terminal_seen or parsed.terminal
+            if not self._terminal_seen and self.window.due():
+                self._check("window")
+                if released := self.window.release():
+                    yield released, False
         if end or self._terminal_seen:
-            return self._finish(end)
-        if self.window.due():
-            self._check("window")
-        return self.window.release(), False
+            yield self._finish(end)
+        else:
+            yield self.window.release(), False
 
     def _finish(self, end: bool) -> tuple[bytes, bool]:
         """The regular last event arrived, or the body ended: check everything, release it."""
@@ -284,18 +293,13 @@ class ResponseStream:
     # -- the time bound ----------------------------------------------------------------------
 
     def _arm_timer(self) -> None:
-        oldest = self.window.oldest
-        if self.done or self.passing or not self.time_bound or oldest is None:
+        """Lazily: one timer at a time; when it fires it looks at what is held then."""
+        if self.done or self.passing or not self.time_bound or not self.full_duplex:
             self._cancel_timer()
-            return
-        head = self.window.queue[0]
-        if head is self._flushed_head:
-            return  # a flush could not release it (a placeholder still open): wait for more text
-        deadline = oldest + self.time_bound
-        if self._timer is not None and self._timer.when() == deadline:
-            return
-        self._cancel_timer()
-        self._timer = asyncio.get_running_loop().call_at(deadline, self._on_timer)
+        elif self._timer is None and self.window.queue and self.window.queue[0] is not self._flushed_head:
+            self._timer = asyncio.get_running_loop().call_at(
+                self.window.queue[0].arrived + self.time_bound, self._on_timer
+            )
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:
@@ -304,7 +308,15 @@ class ResponseStream:
 
     def _on_timer(self) -> None:
         self._timer = None
-        self._flush_task = asyncio.create_task(self._flush())
+        queue = self.window.queue
+        if self.done or self.passing or not queue or queue[0] is self._flushed_head:
+            return  # nothing held, or held only because a flush could not release it (an open placeholder)
+        loop = asyncio.get_running_loop()
+        deadline = queue[0].arrived + self.time_bound
+        if deadline > loop.time():  # what it was set for has left; the text now at the head is younger
+            self._timer = loop.call_at(deadline, self._on_timer)
+        else:
+            self._flush_task = asyncio.create_task(self._flush())
 
     async def _flush(self) -> None:
         async with self._lock:

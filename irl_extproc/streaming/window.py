@@ -129,7 +129,7 @@ class HoldBack:
     ) -> None:
         self.window = window_chars
         self.context_chars = min(window_chars, 64) if window_chars else 0
-        self.step = max(1, window_chars // 4) if window_chars else 0
+        self.step = max(1, window_chars // 2) if window_chars else 0  # check every half window
         self.limit_bytes = limit_bytes
         self.keep_emitted, self.keep_whole = keep_emitted, keep_whole
         self.restore = restore
@@ -181,12 +181,13 @@ class HoldBack:
         return self.queue[0].arrived if self.queue else None
 
     def due(self) -> bool:
-        """Whether a check now would release something: a closed channel, or a step past the window."""
+        """Whether a check now would release something: a closed channel, or a step past the window
+        (the first text of a channel as soon as there is any: time to first token)."""
         if self.window is None:
             return False
         for channel in self.channels.values():
             if channel.safe < channel.received and (
-                channel.closed or self._window_target(channel) - channel.safe >= self.step
+                channel.closed or self._window_target(channel) - channel.safe >= (self.step if channel.released else 1)
             ):
                 return True
         return False

@@ -92,7 +92,10 @@ def test_encode_event_frames_like_the_providers() -> None:
 @settings(max_examples=60, deadline=None)
 @given(
     st.lists(
-        st.tuples(st.sampled_from([None, "delta", "ping"]), st.text(st.characters(exclude_characters="\r\n"))),
+        st.tuples(
+            st.sampled_from([None, "delta", "ping"]),
+            st.text(st.characters(codec="utf-8", exclude_characters="\r\n")),
+        ),
         min_size=1,
         max_size=8,
     ),

@@ -1,0 +1,226 @@
+"""Streamed (SSE) responses: Envoy alone vs Envoy + IRL (full duplex, default window), one run.
+
+Both stacks proxy the same demo upstream, which streams an OpenAI chat completion as fast
+as it can, one event per word. A small asyncio HTTP/1.1 client (keep-alive, chunked
+decoding, nothing else) measures:
+
+- time to first token (TTFT): request sent → first non-empty content delta, 1 stream at a time;
+- per-chunk overhead: (stream duration with IRL - without) / content events, 1 stream at a time;
+- chunks/s: content events delivered per second with 16 concurrent streams.
+
+    .venv/bin/python -m benchmarks.bench_streaming                    # ~40 s
+    .venv/bin/python -m benchmarks.bench_streaming --words 400 --seconds 10
+
+The IRL route inspects only the response (pii, secrets, a deny pattern; the policy's default
+128-character / 1 s window), so the numbers are the cost of streaming enforcement.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import uvloop
+
+from benchmarks.run_extproc import environment
+
+POLICY = """
+version: 1
+services:
+  llm:
+    upstream: {address: 127.0.0.1, port: 18080}
+    routes:
+      - name: chat
+        match: {prefix: /v1/chat/completions}
+        sentinel:
+          format: openai-chat{window}
+          response:
+            - pii: {action: redact}
+            - secrets: {action: redact}
+            - deny_patterns: {patterns: ['CANARY-[0-9a-f]{12}'], action: block}
+  headers-only:
+    hosts: [headers-only.test]
+    upstream: {address: 127.0.0.1, port: 18080}
+    sentinel: {}
+"""
+HEADERS_ONLY = "envoy+irl headers only"  # the same IRL, one header round trip each way: the fixed part
+_CONTENT = re.compile(rb'"delta":\{"content":"[^"]')  # a non-empty content delta (linear, fixed)
+_WORDS = ("pressure", "valve", "station", "logged", "steady", "crew", "replaced", "seals", "before", "inspection")
+
+
+@dataclass
+class Timing:
+    ttft: float  # seconds to the first non-empty content delta
+    total: float  # seconds to the end of the response
+    events: int  # non-empty content deltas received
+
+
+def request_bytes(host: str, words: int) -> bytes:
+    text = " ".join(_WORDS[i % len(_WORDS)] for i in range(words))
+    body = json.dumps({"model": "gpt-4o-mini", "stream": True, "messages": [{"role": "user", "content": text}]})
+    head = (
+        f"POST /v1/chat/completions HTTP/1.1\r\nhost: {host}\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body.encode()
+
+
+class Connection:
+    """One keep-alive HTTP/1.1 connection that reads chunked SSE responses."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def open(cls, url: str) -> Connection:
+        parts = urlsplit(url)
+        reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+        return cls(reader, writer)
+
+    async def stream(self, request: bytes) -> Timing:
+        start = time.perf_counter()
+        self.writer.write(request)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        if not head.startswith(b"HTTP/1.1 200") or b"chunked" not in head.lower():
+            raise RuntimeError(f"unexpected response head: {head[:200]!r}")
+        ttft, events, tail = 0.0, 0, b""
+        while True:
+            size = int((await self.reader.readuntil(b"\r\n"))[:-2], 16)
+            data = (await self.reader.readexactly(size + 2))[:-2]
+            if size == 0:
+                break
+            window = tail + data
+            found = len(_CONTENT.findall(window)) - len(_CONTENT.findall(tail))
+            if found and not events:
+                ttft = time.perf_counter() - start
+            events += found
+            tail = window[-24:]  # a delta's marker may straddle two HTTP chunks
+        return Timing(ttft, time.perf_counter() - start, events)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+async def sequential(url: str, request: bytes, count: int) -> list[Timing]:
+    connection = await Connection.open(url)
+    try:
+        for _ in range(3):  # warm-up
+            await connection.stream(request)
+        return [await connection.stream(request) for _ in range(count)]
+    finally:
+        connection.close()
+
+
+async def concurrent(url: str, request: bytes, streams: int, seconds: float) -> tuple[float, float]:
+    """(content events per second, streams per second) with ``streams`` clients streaming back to back."""
+    deadline = time.perf_counter() + seconds
+    totals = [0, 0]
+
+    async def client() -> None:
+        connection = await Connection.open(url)
+        try:
+            while time.perf_counter() < deadline:
+                timing = await connection.stream(request)
+                totals[0] += timing.events
+                totals[1] += 1
+        finally:
+            connection.close()
+
+    start = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(streams)))
+    elapsed = time.perf_counter() - start
+    return totals[0] / elapsed, totals[1] / elapsed
+
+
+def p(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1] if len(values) > 1 else values[0]
+
+
+async def measure(urls: dict[str, str], args: argparse.Namespace) -> dict[str, dict[str, float]]:
+    results: dict[str, dict[str, float]] = {}
+    for stack, url in urls.items():
+        host = "headers-only.test" if stack == HEADERS_ONLY else urlsplit(url).netloc
+        request = request_bytes(host, args.words)
+        timings = await sequential(url, request, args.requests)
+        events = statistics.median(t.events for t in timings)
+        chunks_per_s, streams_per_s = await concurrent(url, request, args.streams, args.seconds)
+        results[stack] = {
+            "ttft_p50_ms": p([t.ttft for t in timings], 50) * 1000,
+            "ttft_p99_ms": p([t.ttft for t in timings], 99) * 1000,
+            "stream_p50_ms": p([t.total for t in timings], 50) * 1000,
+            "stream_p99_ms": p([t.total for t in timings], 99) * 1000,
+            "events": events,
+            "chunks_per_s": chunks_per_s,
+            "streams_per_s": streams_per_s,
+        }
+        print(f"  measured {stack}", flush=True)
+    return results
+
+
+def report(results: dict[str, dict[str, float]], args: argparse.Namespace) -> None:
+    print(
+        f"\n{args.words} words per reply, {args.requests} sequential streams, {args.streams} concurrent for "
+        f"{args.seconds:.0f}s, window {args.window or 'default (128 chars)'}\n"
+    )
+    header = (
+        f"{'stack':<22} {'TTFT p50':>9} {'TTFT p99':>9} {'stream p50':>11} {'stream p99':>11} "
+        f"{'chunks':>7} {'chunks/s @' + str(args.streams):>14} {'streams/s':>10}"
+    )
+    print(header)
+    print("-" * len(header))
+    for stack, r in results.items():
+        print(
+            f"{stack:<22} {r['ttft_p50_ms']:>7.2f}ms {r['ttft_p99_ms']:>7.2f}ms {r['stream_p50_ms']:>9.2f}ms "
+            f"{r['stream_p99_ms']:>9.2f}ms {r['events']:>7.0f} {r['chunks_per_s']:>14.0f} {r['streams_per_s']:>10.1f}"
+        )
+    alone, irl = results["envoy"], results["envoy+irl"]
+    ttft_added = irl["ttft_p50_ms"] - alone["ttft_p50_ms"]
+    per_chunk = (irl["stream_p50_ms"] - alone["stream_p50_ms"]) / max(1.0, irl["events"])
+    ratio = irl["chunks_per_s"] / alone["chunks_per_s"]
+    print()
+    print(f"[{'PASS' if ttft_added <= 2 else 'FAIL'}] TTFT added (p50) <= 2 ms: {ttft_added:.3f} ms")
+    print(
+        f"[{'PASS' if per_chunk <= 0.2 else 'FAIL'}] per-chunk overhead (p50 stream time / chunks) <= 0.2 ms: "
+        f"{per_chunk:.4f} ms"
+    )
+    print(f"[INFO] chunks/s at {args.streams} streams, Envoy + IRL vs Envoy alone: {ratio:.2f}x")
+    fixed = results[HEADERS_ONLY]["ttft_p50_ms"] - alone["ttft_p50_ms"]
+    print(
+        f"[INFO] of the TTFT added, the request/response header round trips (headers-only route): {fixed:.3f} ms; "
+        f"holding back and checking the first {args.window or 128} characters: {ttft_added - fixed:.3f} ms"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--words", type=int, default=200, help="content deltas per streamed reply")
+    parser.add_argument("--requests", type=int, default=100, help="sequential streams for TTFT and per-chunk cost")
+    parser.add_argument("--streams", type=int, default=16, help="concurrent streams for chunks/s")
+    parser.add_argument("--seconds", type=float, default=5, help="duration of the concurrent run, per stack")
+    parser.add_argument("--irl-workers", type=int, default=2)
+    parser.add_argument("--window", type=int, help="stream_window_chars (default: the policy default, 128)")
+    args = parser.parse_args(argv)
+    print(f"load average before the run: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores", flush=True)
+    with tempfile.TemporaryDirectory(prefix="irl-bench-stream-") as tmp:
+        policy = Path(tmp) / "policy.yaml"
+        window = f"\n          stream_window_chars: {args.window}" if args.window else ""
+        policy.write_text(POLICY.replace("{window}", window))
+        with environment(Path(tmp), ("envoy", "envoy+irl"), policy, args.irl_workers) as env:
+            urls = {name: target.url for name, target in env.targets.items()}
+            urls[HEADERS_ONLY] = urls["envoy+irl"]
+            results = uvloop.run(measure(urls, args))
+    report(results, args)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
