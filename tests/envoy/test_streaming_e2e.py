@@ -229,3 +229,12 @@ def test_client_disconnect_ends_the_ext_proc_stream(stack: Stack) -> None:
     status, body = stream_raw(stack, "openai-chat", steer("still serving"))
     assert status == 200
     assert client_text("openai-chat", body) == "still serving"
+
+
+def test_a_non_streamed_response_in_full_duplex_is_rewritten_whole(stack: Stack) -> None:
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+    reply = httpx.post(stack.url + PATHS["openai-chat"], json=body, headers=steer("mail jane.doe@example.com"))
+    assert reply.status_code == 200
+    assert reply.json()["choices"][0]["message"]["content"] == "mail [EMAIL_1]"
+    # The upstream announced the original length; Envoy dropped it for the rewritten body.
+    assert reply.headers.get("content-length") in (None, str(len(reply.content)))
