@@ -87,7 +87,7 @@ def fit(data: Featurized, index: Sequence[int], c: float = 4.0, min_df: int = 2)
     weight = np.array([1.0 / math.sqrt(per_source[s]) for s in sources])
     for label in (0, 1):
         weight[y == label] *= len(y) / (2 * weight[y == label].sum())
-    clf = LogisticRegression(C=c, solver="liblinear", max_iter=2000)
+    clf = LogisticRegression(C=c, solver="liblinear", max_iter=2000, random_state=0)
     clf.fit(x, y, sample_weight=weight)
     coef = clf.coef_[0]
     words = {f: float(coef[col]) for (kind, f), col in vocab.items() if kind == 0}
@@ -120,7 +120,7 @@ def calibrate(data: Featurized, index: Sequence[int], folds: int = 4) -> tuple[f
         for j in fold:
             logits[j] = model.logit(training_text(data.rows[index[j]]["text"]))
     y = data.labels[list(index)]
-    platt = LogisticRegression(C=1e4).fit(logits.reshape(-1, 1), y)
+    platt = LogisticRegression(C=1e4, random_state=0).fit(logits.reshape(-1, 1), y)
     slope = float(platt.coef_[0][0])
     # The operating point is set on public benign prompts; IRL's own synthetic hard negatives
     # shape the weights but would push the cut up to where real attacks are missed.
