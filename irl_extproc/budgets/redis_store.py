@@ -7,6 +7,7 @@ so a dead or stalled Redis costs requests no waiting, only the configured fail m
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -16,7 +17,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from irl_extproc.budgets.store import Adjustment, CounterSpec, Reservation, StoreConfig, StoreUnavailable, amount
 
@@ -94,7 +95,7 @@ class RedisStore:
         pool = aioredis.BlockingConnectionPool.from_url(
             config.url,
             max_connections=config.max_connections,
-            timeout=config.timeout,  # waiting for a free pooled connection
+            timeout=config.timeout,  # a burst waits for a free pooled connection, within the timeout
             socket_timeout=config.timeout,
             socket_connect_timeout=config.timeout,
             # One immediate reconnect covers a pooled connection that Redis closed (restart);
@@ -102,10 +103,18 @@ class RedisStore:
             retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
         )
         self._client = aioredis.Redis(connection_pool=pool)
-        self._reserve = self._client.register_script(_RESERVE)
-        self._adjust = self._client.register_script(_ADJUST)
-        self._hit = self._client.register_script(_HIT)
+        self._shas = {script: hashlib.sha1(script.encode()).hexdigest() for script in (_RESERVE, _ADJUST, _HIT)}  # noqa: S324 - Redis names scripts by SHA-1
         self._down_until = 0.0
+
+    async def _script(self, script: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        """EVALSHA, loading the script on first use (straight ``execute_command``: ~30 µs less
+        per call than redis-py's Script objects)."""
+        try:
+            return await self._client.execute_command(  # type: ignore[no-untyped-call]
+                "EVALSHA", self._shas[script], len(keys), *keys, *args
+            )
+        except NoScriptError:
+            return await self._client.execute_command("EVAL", script, len(keys), *keys, *args)  # type: ignore[no-untyped-call]
 
     async def _call(self, operation: Callable[[], Awaitable[T]]) -> T:
         if time.monotonic() < self._down_until:
@@ -123,7 +132,7 @@ class RedisStore:
         for spec in counters:
             args += [spec.limit, spec.base, repr(float(spec.per_unit)), spec.expire_at]
         keys = [spec.key for spec in counters]
-        result = await self._call(lambda: self._reserve(keys=keys, args=args))
+        result = await self._call(lambda: self._script(_RESERVE, keys, args))
         granted, *values = (int(v) for v in result)
         if granted < 0:
             return Reservation(None, tuple(values), (0,) * len(counters))
@@ -133,10 +142,10 @@ class RedisStore:
         keys = [c.key for c in changes]
         args = [v for c in changes for v in (c.delta, c.expire_at)]
         if keys:
-            await self._call(lambda: self._adjust(keys=keys, args=args))
+            await self._call(lambda: self._script(_ADJUST, keys, args))
 
     async def hit(self, key: str, ttl_seconds: int) -> tuple[int, int]:
-        count, ttl = await self._call(lambda: self._hit(keys=[key], args=[ttl_seconds]))
+        count, ttl = await self._call(lambda: self._script(_HIT, [key], [ttl_seconds]))
         return int(count), int(ttl)
 
     async def scan(self, prefix: str) -> dict[str, int]:

@@ -107,7 +107,7 @@ class StoreConfig(BaseModel):
         "flagged on the decision), fail_closed refuses them with 503",
     )
     cooldown: Duration = Field(1.0, description="after a store error, skip the store this long (no waits)")
-    max_connections: int = Field(64, ge=1, le=4096)
+    max_connections: int = Field(64, ge=1, le=4096, description="per process; more calls wait, within timeout")
     key_prefix: str = Field("irl:", pattern=r"^[A-Za-z0-9_.:-]*$")
 
     @model_validator(mode="after")
