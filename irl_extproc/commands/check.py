@@ -4,9 +4,10 @@
     irl check --policy policies/example.yaml --direction response completion.json
     irl check --policy policies/example.yaml --jsonl inputs.jsonl > results.jsonl
 
-A ``--jsonl`` line is ``{"text": "..."}`` (scanned as a user prompt) or ``{"body": {...}}``
-(a full request or response body); each result line gives the verdict, the score per
-invariant and the findings, in input order. Content is never printed: spans are shown
+A ``--jsonl`` line is ``{"text": "..."}`` (scanned as a user prompt by the content invariants;
+limits, budget and loop_guard need a full body) or ``{"body": {...}}`` (a full request or
+response body); each result line gives the verdict, the score per invariant and the
+findings, in input order. Content is never printed: spans are shown
 masked. Exit code: 0 allow, 1 redact or block (single file), 2 usage or policy error.
 """
 
@@ -30,6 +31,8 @@ from irl_extproc.policy.load import PolicyError, load_policy
 
 EXIT_FINDINGS = 1
 EXIT_USAGE = 2
+# A bare text has no model, token limit or caller: invariants about the request envelope skip it.
+ENVELOPE_INVARIANTS = frozenset({"limits", "budget", "loop_guard"})
 
 
 def register(subparsers: Any) -> None:
@@ -92,11 +95,14 @@ def _finding_json(f: Finding, conversation: Conversation) -> dict[str, Any]:
 def evaluate_one(route: CompiledRoute, direction: str, item: dict[str, Any]) -> tuple[Conversation, Decision,
                                                                                          dict[str, float]]:
     """Decode an input line or file and run the route's invariants on it."""
-    if isinstance(item.get("text"), str):
+    text = isinstance(item.get("text"), str)
+    if text:
         conversation, direction = _text_conversation(item["text"]), "request"
     else:
         conversation = _conversation(route, direction, item.get("body"))
     invariants = route.request if direction == "request" else route.response
+    if text:
+        invariants = tuple(i for i in invariants if i.config.name not in ENVELOPE_INVARIANTS)
     context = CheckContext(route_id=route.route.id)
     decision = evaluate(invariants, conversation, context, route.sentinel.mode)
     scores = {i.config.name: 0.0 for i in invariants}
