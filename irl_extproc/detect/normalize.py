@@ -110,6 +110,7 @@ _LEET_WORD = re.compile(r"\b(?=\w*[a-z])(?=\w*[013457@$])[a-z0-9@$]{3,}\b", re.I
 _LEET = str.maketrans("013457@$", "oieastas")
 _MAX_DECODED = 8192
 _MAX_WHOLE_VIEW = 8192
+_COMMON_WORDS = re.compile(r"(?i)\b(?:the|and|you|to|of|is|that|it|for|in|are|with|this|what|how)\b")
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,5 +159,7 @@ def decoded_views(text: str) -> list[DecodedView]:
     leet = [m for m in _LEET_WORD.finditer(text) if not m.group().isdigit()]
     if len(leet) >= 2:
         views.append(DecodedView("leetspeak", 0, len(text), _LEET_WORD.sub(lambda m: m.group().translate(_LEET), text)))
-    views.append(DecodedView("rot13", 0, len(text), codecs.encode(text, "rot13")))
+    rotated = codecs.encode(text, "rot13")
+    if len(_COMMON_WORDS.findall(rotated)) >= 2:  # only when the rot13 reading has English in it
+        views.append(DecodedView("rot13", 0, len(text), rotated))
     return views
