@@ -12,12 +12,12 @@ from __future__ import annotations
 from typing import Any
 
 from irl_extproc.codecs.base import encode_json
-from irl_extproc.codecs.openai_chat import OpenAIChat
+from irl_extproc.codecs.openai_responses import OpenAIResponses
 from irl_extproc.conversation import JsonPath, Source, Usage
 from irl_extproc.streaming.events import ChannelKey, Parsed, TextField, integer, items, json_object
 from irl_extproc.streaming.sse import SseEvent, encode_event
 
-_ERRORS = OpenAIChat()  # one error object shape for both OpenAI APIs
+_ERRORS = OpenAIResponses()
 _TERMINAL = frozenset(("response.completed", "response.incomplete", "response.failed"))
 _DELTA_SUFFIXES = (".delta", ".done")
 # event type (without .delta/.done) → (channel kind, its text key in a .done event)
