@@ -63,6 +63,11 @@ class EffectiveSentinel:
     def inspects_bodies(self) -> bool:
         return bool(self.request or self.response)
 
+    @property
+    def needs_response(self) -> bool:
+        """Response invariants, or request ones that must see the response (budgets charge usage)."""
+        return bool(self.response) or any(c.needs_response for c in self.request)
+
 
 @dataclass(frozen=True)
 class ResolvedRoute:

@@ -103,7 +103,7 @@ def extproc_per_route(route: ResolvedRoute, sentinel: EffectiveSentinel | None) 
     reach IRL); routes with a Sentinel switch it on with their identity and body modes."""
     if sentinel is None:
         return typed("envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute", disabled=True)
-    responses = bool(sentinel.response)
+    responses = sentinel.needs_response
     overrides = {
         "processing_mode": {
             "request_header_mode": "SEND",

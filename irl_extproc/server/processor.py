@@ -147,7 +147,7 @@ class StreamProcessor:
         if route is None:
             raise Reject(500, "irl_unknown_route", f"IRL has no policy for route {self.route_id!r}")
         remove: tuple[str, ...] = ()
-        if route.response:
+        if route.sentinel.needs_response:
             remove = ("accept-encoding",)  # ask upstream for identity so responses stay inspectable
         if route.request:
             self._check_request_headers(route, end_of_stream=headers.end_of_stream)
@@ -202,7 +202,7 @@ class StreamProcessor:
         self.status = int(status) if status.isdigit() else 0
         route = self.route
         reply = responses.mutate("response_headers", set_headers=self._client_headers())
-        if route is None or not route.response:
+        if route is None or not route.sentinel.needs_response:
             return reply
         if not 200 <= self.status < 300:
             self.response.skipped = f"upstream status {self.status}"
@@ -355,7 +355,8 @@ class StreamProcessor:
         self.outcome.verdict = "block"
         codec = self.codec or _DEFAULT_CODEC
         status = finding.status or route.sentinel.block_status
-        message = f"blocked by IRL policy: {finding.invariant} ({finding.rule})"
+        # Finding messages never quote content (invariants/base.py), so they can be shown.
+        message = f"blocked by IRL policy: {finding.invariant} ({finding.rule}): {finding.message}"
         body = codec.error_body(status, message, f"irl_{finding.invariant}")
         headers = self._error_headers("block", finding.rule)
         headers["x-irl-invariant"] = finding.invariant
