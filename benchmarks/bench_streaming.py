@@ -110,18 +110,24 @@ class Connection:
         self.writer.close()
 
 
-async def sequential(url: str, request: bytes, count: int) -> list[Timing]:
-    connection = await Connection.open(url)
+async def sequential(targets: dict[str, tuple[str, bytes]], count: int) -> dict[str, list[Timing]]:
+    """``count`` streams per stack, one at a time, taking turns (so load drift hits all alike)."""
+    connections = {name: await Connection.open(url) for name, (url, _) in targets.items()}
+    timings: dict[str, list[Timing]] = {name: [] for name in targets}
     try:
-        for _ in range(3):  # warm-up
-            await connection.stream(request)
-        return [await connection.stream(request) for _ in range(count)]
+        for round_number in range(count + 3):  # the first three rounds warm up
+            for name, (_, request) in targets.items():
+                timing = await connections[name].stream(request)
+                if round_number >= 3:
+                    timings[name].append(timing)
+        return timings
     finally:
-        connection.close()
+        for connection in connections.values():
+            connection.close()
 
 
-async def concurrent(url: str, request: bytes, streams: int, seconds: float) -> tuple[float, float]:
-    """(content events per second, streams per second) with ``streams`` clients streaming back to back."""
+async def concurrent(url: str, request: bytes, streams: int, seconds: float) -> tuple[int, int, float]:
+    """(content events, streams, seconds) with ``streams`` clients streaming back to back."""
     deadline = time.perf_counter() + seconds
     totals = [0, 0]
 
@@ -137,8 +143,7 @@ async def concurrent(url: str, request: bytes, streams: int, seconds: float) -> 
 
     start = time.perf_counter()
     await asyncio.gather(*(client() for _ in range(streams)))
-    elapsed = time.perf_counter() - start
-    return totals[0] / elapsed, totals[1] / elapsed
+    return totals[0], totals[1], time.perf_counter() - start
 
 
 def p(values: list[float], q: float) -> float:
@@ -146,24 +151,31 @@ def p(values: list[float], q: float) -> float:
 
 
 async def measure(urls: dict[str, str], args: argparse.Namespace) -> dict[str, dict[str, float]]:
-    results: dict[str, dict[str, float]] = {}
-    for stack, url in urls.items():
-        host = "headers-only.test" if stack == HEADERS_ONLY else urlsplit(url).netloc
-        request = request_bytes(host, args.words)
-        timings = await sequential(url, request, args.requests)
-        events = statistics.median(t.events for t in timings)
-        chunks_per_s, streams_per_s = await concurrent(url, request, args.streams, args.seconds)
-        results[stack] = {
-            "ttft_p50_ms": p([t.ttft for t in timings], 50) * 1000,
-            "ttft_p99_ms": p([t.ttft for t in timings], 99) * 1000,
-            "stream_p50_ms": p([t.total for t in timings], 50) * 1000,
-            "stream_p99_ms": p([t.total for t in timings], 99) * 1000,
-            "events": events,
-            "chunks_per_s": chunks_per_s,
-            "streams_per_s": streams_per_s,
+    targets = {
+        stack: (url, request_bytes("headers-only.test" if stack == HEADERS_ONLY else urlsplit(url).netloc, args.words))
+        for stack, url in urls.items()
+    }
+    timings = await sequential(targets, args.requests)
+    print("  measured time to first token and stream time", flush=True)
+    totals = {stack: [0, 0, 0.0] for stack in targets}
+    rounds = 3  # the concurrent runs also take turns, in short slices
+    for _ in range(rounds):
+        for stack, (url, request) in targets.items():
+            events, streams, seconds = await concurrent(url, request, args.streams, args.seconds / rounds)
+            totals[stack] = [totals[stack][0] + events, totals[stack][1] + streams, totals[stack][2] + seconds]
+    print(f"  measured chunks/s at {args.streams} streams", flush=True)
+    return {
+        stack: {
+            "ttft_p50_ms": p([t.ttft for t in timings[stack]], 50) * 1000,
+            "ttft_p99_ms": p([t.ttft for t in timings[stack]], 99) * 1000,
+            "stream_p50_ms": p([t.total for t in timings[stack]], 50) * 1000,
+            "stream_p99_ms": p([t.total for t in timings[stack]], 99) * 1000,
+            "events": statistics.median(t.events for t in timings[stack]),
+            "chunks_per_s": totals[stack][0] / totals[stack][2],
+            "streams_per_s": totals[stack][1] / totals[stack][2],
         }
-        print(f"  measured {stack}", flush=True)
-    return results
+        for stack in targets
+    }
 
 
 def report(results: dict[str, dict[str, float]], args: argparse.Namespace) -> None:
