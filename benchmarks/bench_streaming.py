@@ -57,6 +57,10 @@ _CONTENT = re.compile(rb'"delta":\{"content":"[^"]')  # a non-empty content delt
 _WORDS = ("pressure", "valve", "station", "logged", "steady", "crew", "replaced", "seals", "before", "inspection")
 
 
+class Failed(Exception):
+    """A stream that did not answer 200 (e.g. 504 when IRL missed Envoy's message timeout)."""
+
+
 @dataclass
 class Timing:
     ttft: float  # seconds to the first non-empty content delta
@@ -91,7 +95,11 @@ class Connection:
         self.writer.write(request)
         head = await self.reader.readuntil(b"\r\n\r\n")
         if not head.startswith(b"HTTP/1.1 200") or b"chunked" not in head.lower():
-            raise RuntimeError(f"unexpected response head: {head[:200]!r}")
+            length = re.search(rb"content-length: *(\d+)", head, re.IGNORECASE)
+            if length is None:
+                raise RuntimeError(f"unexpected response head: {head[:200]!r}")
+            await self.reader.readexactly(int(length.group(1)))  # the connection stays usable
+            raise Failed(head.split(b"\r\n", 1)[0].decode())
         ttft, events, tail = 0.0, 0, b""
         while True:
             size = int((await self.reader.readuntil(b"\r\n"))[:-2], 16)
@@ -126,16 +134,20 @@ async def sequential(targets: dict[str, tuple[str, bytes]], count: int) -> dict[
             connection.close()
 
 
-async def concurrent(url: str, request: bytes, streams: int, seconds: float) -> tuple[int, int, float]:
-    """(content events, streams, seconds) with ``streams`` clients streaming back to back."""
+async def concurrent(url: str, request: bytes, streams: int, seconds: float) -> tuple[int, int, int, float]:
+    """(content events, streams, failed streams, seconds) with ``streams`` clients streaming back to back."""
     deadline = time.perf_counter() + seconds
-    totals = [0, 0]
+    totals = [0, 0, 0]
 
     async def client() -> None:
         connection = await Connection.open(url)
         try:
             while time.perf_counter() < deadline:
-                timing = await connection.stream(request)
+                try:
+                    timing = await connection.stream(request)
+                except Failed:
+                    totals[2] += 1
+                    continue
                 totals[0] += timing.events
                 totals[1] += 1
         finally:
@@ -143,7 +155,7 @@ async def concurrent(url: str, request: bytes, streams: int, seconds: float) -> 
 
     start = time.perf_counter()
     await asyncio.gather(*(client() for _ in range(streams)))
-    return totals[0], totals[1], time.perf_counter() - start
+    return totals[0], totals[1], totals[2], time.perf_counter() - start
 
 
 def p(values: list[float], q: float) -> float:
@@ -157,12 +169,12 @@ async def measure(urls: dict[str, str], args: argparse.Namespace) -> dict[str, d
     }
     timings = await sequential(targets, args.requests)
     print("  measured time to first token and stream time", flush=True)
-    totals = {stack: [0, 0, 0.0] for stack in targets}
+    totals = {stack: [0.0, 0.0, 0.0, 0.0] for stack in targets}
     rounds = 3  # the concurrent runs also take turns, in short slices
     for _ in range(rounds):
         for stack, (url, request) in targets.items():
-            events, streams, seconds = await concurrent(url, request, args.streams, args.seconds / rounds)
-            totals[stack] = [totals[stack][0] + events, totals[stack][1] + streams, totals[stack][2] + seconds]
+            run = await concurrent(url, request, args.streams, args.seconds / rounds)
+            totals[stack] = [a + b for a, b in zip(totals[stack], run, strict=True)]
     print(f"  measured chunks/s at {args.streams} streams", flush=True)
     return {
         stack: {
@@ -171,8 +183,9 @@ async def measure(urls: dict[str, str], args: argparse.Namespace) -> dict[str, d
             "stream_p50_ms": p([t.total for t in timings[stack]], 50) * 1000,
             "stream_p99_ms": p([t.total for t in timings[stack]], 99) * 1000,
             "events": statistics.median(t.events for t in timings[stack]),
-            "chunks_per_s": totals[stack][0] / totals[stack][2],
-            "streams_per_s": totals[stack][1] / totals[stack][2],
+            "chunks_per_s": totals[stack][0] / totals[stack][3],
+            "streams_per_s": totals[stack][1] / totals[stack][3],
+            "failed": totals[stack][2],
         }
         for stack in targets
     }
@@ -185,14 +198,15 @@ def report(results: dict[str, dict[str, float]], args: argparse.Namespace) -> No
     )
     header = (
         f"{'stack':<22} {'TTFT p50':>9} {'TTFT p99':>9} {'stream p50':>11} {'stream p99':>11} "
-        f"{'chunks':>7} {'chunks/s @' + str(args.streams):>14} {'streams/s':>10}"
+        f"{'chunks':>7} {'chunks/s @' + str(args.streams):>14} {'streams/s':>10} {'failed':>7}"
     )
     print(header)
     print("-" * len(header))
     for stack, r in results.items():
         print(
             f"{stack:<22} {r['ttft_p50_ms']:>7.2f}ms {r['ttft_p99_ms']:>7.2f}ms {r['stream_p50_ms']:>9.2f}ms "
-            f"{r['stream_p99_ms']:>9.2f}ms {r['events']:>7.0f} {r['chunks_per_s']:>14.0f} {r['streams_per_s']:>10.1f}"
+            f"{r['stream_p99_ms']:>9.2f}ms {r['events']:>7.0f} {r['chunks_per_s']:>14.0f} {r['streams_per_s']:>10.1f} "
+            f"{r['failed']:>7.0f}"
         )
     alone, irl = results["envoy"], results["envoy+irl"]
     ttft_added = irl["ttft_p50_ms"] - alone["ttft_p50_ms"]
@@ -205,6 +219,8 @@ def report(results: dict[str, dict[str, float]], args: argparse.Namespace) -> No
         f"{per_chunk:.4f} ms"
     )
     print(f"[INFO] chunks/s at {args.streams} streams, Envoy + IRL vs Envoy alone: {ratio:.2f}x")
+    failed = sum(r["failed"] for r in results.values())
+    print(f"[{'PASS' if not failed else 'FAIL'}] no failed streams at {args.streams} concurrent: {failed:.0f}")
     fixed = results[HEADERS_ONLY]["ttft_p50_ms"] - alone["ttft_p50_ms"]
     print(
         f"[INFO] of the TTFT added, the request/response header round trips (headers-only route): {fixed:.3f} ms; "

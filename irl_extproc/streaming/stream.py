@@ -42,6 +42,7 @@ log = logging.getLogger("irl.streaming")
 
 USAGE_STATE_KEY = "usage"  # context.state[USAGE_STATE_KEY]: the stream's final token Usage
 _PHASE = "response_body"
+_EVENTS_PER_TURN = 32
 _INFLATE_WBITS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
 
 
@@ -129,6 +130,7 @@ class ResponseStream:
                 reply = await self._emit(data, end=end, end_of_stream=end and not trailers)
                 if end:
                     break
+                await asyncio.sleep(0)  # a big chunk must not starve the other streams' headers
             return reply
 
     def close(self) -> None:
@@ -185,7 +187,12 @@ class ResponseStream:
     def _inspect(self, data: bytes, end: bool) -> Iterator[tuple[bytes, bool]]:
         now = asyncio.get_running_loop().time()
         self._unqueued = deque(self.parser.feed(data, final=end))
+        since_turn = 0
         while self._unqueued:
+            since_turn += 1
+            if since_turn == _EVENTS_PER_TURN:  # let the loop serve other streams in between
+                since_turn = 0
+                yield b"", False
             event = self._unqueued[0]
             parsed = self.codec.parse(event)
             self.window.add(event, parsed, now)
