@@ -40,6 +40,9 @@ class Patterns:
         self.config = config
         self._must = [compile_re2(p) for p in config.must_match]
         self._must_not = [compile_re2(p) for p in config.must_not_match]
+        # "Must contain" can only be judged on the complete text: a stream is checked at its end
+        # (docs/streaming.md); must_not_match alone is checked in flight.
+        self.whole_response = bool(config.must_match)
 
     def check(self, conversation: Conversation, context: CheckContext) -> list[Finding]:
         c, findings = self.config, []

@@ -277,3 +277,14 @@ async def test_a_gzip_stream_is_inspected_decoded() -> None:
         await stream.feed(packed[i : i + 17], end_of_stream=False)
     await stream.feed(b"", end_of_stream=True)
     assert client_text("openai-chat", driven.body) == "mail [EMAIL_1]"
+
+
+async def test_a_must_match_pattern_is_judged_on_the_whole_stream() -> None:
+    route = compile_route(response="            - patterns: {must_match: ['(?i)sources?:']}")
+    ok = provider_stream("openai-chat", cut("The answer is 42. " * 20 + "Sources: the book.", [100, 200]))
+    _, driven = await drive(route, "openai-chat", [ok])
+    assert client_text("openai-chat", driven.body).endswith("Sources: the book.")
+    missing = provider_stream("openai-chat", cut("The answer is 42. " * 20, [100, 200]))
+    _, driven = await drive(route, "openai-chat", [missing])
+    assert client_text("openai-chat", driven.body) == ""  # buffered, then refused whole
+    assert "irl_patterns" in events(driven.body)[-1][1]
