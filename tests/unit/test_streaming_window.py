@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import json
 import random
 
 import pytest
@@ -288,3 +289,37 @@ async def test_a_must_match_pattern_is_judged_on_the_whole_stream() -> None:
     _, driven = await drive(route, "openai-chat", [missing])
     assert client_text("openai-chat", driven.body) == ""  # buffered, then refused whole
     assert "irl_patterns" in events(driven.body)[-1][1]
+
+
+async def test_tool_call_arguments_split_across_deltas_are_redacted() -> None:
+    arguments = ['{"to": "jane.d', "oe@exam", 'ple.com", "body": "hi"}']
+    chunks = [
+        {
+            "choices": [
+                {
+                    "index": 0,
+                    "delta": {
+                        "tool_calls": [
+                            {"index": 0, "id": "c1", "type": "function", "function": {"name": "send", "arguments": ""}}
+                        ]
+                    },
+                }
+            ]
+        },
+        *[
+            {"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": a}}]}}]}
+            for a in arguments
+        ],
+        {"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]},
+    ]
+    body = b"".join(b"data: " + json.dumps(c).encode() + b"\n\n" for c in chunks) + b"data: [DONE]\n\n"
+    _, driven = await drive(ROUTE, "openai-chat", [body])
+    assert b"jane.doe" not in driven.body
+    sent = "".join(
+        call["function"].get("arguments", "")
+        for _, data in events(driven.body)
+        if data != "[DONE]"
+        for choice in json.loads(data)["choices"]
+        for call in choice["delta"].get("tool_calls", [])
+    )
+    assert json.loads(sent) == {"to": "[EMAIL_1]", "body": "hi"}
