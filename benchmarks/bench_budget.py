@@ -4,8 +4,10 @@ One request = what the processor does for it: ``check_async`` on the request (on
 Lua reserve; plus the loop guard's counter when enabled), the upstream's time (an idle
 wait, not counted), then ``settle`` with the response's usage (the charge, whose store
 write runs in the background). The timed phases are the latency the checks add; the
-baseline decodes the same request with no checks. Runs on uvloop like ``irl serve``; starts its own redis-server unless
-``--redis-url`` is given.
+baseline decodes the same request with no checks. On a shared machine wall time includes
+waiting for the CPU, so the table also gives this process's CPU per request (background
+writes included) and redis-server's command time per request. Runs on uvloop like
+``irl serve``; starts its own redis-server unless ``--redis-url`` is given.
 
     .venv/bin/python -m benchmarks.bench_budget [--requests 3000] [--concurrency 1]
 """
@@ -18,8 +20,10 @@ import statistics
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 
+import redis
 import uvloop
 
 from irl_extproc.budgets.memory import MemoryStore
@@ -72,7 +76,27 @@ async def baseline(i: int) -> float:
     return request_phase
 
 
-async def measure(step: Step, requests: int, concurrency: int) -> list[float]:
+@dataclass
+class Sample:
+    latencies: list[float]  # wall seconds per request, checks only
+    wall: float
+    cpu: float  # this process's CPU seconds for the whole run (background writes included)
+    redis_usec: float = 0.0  # redis-server's command time for the run
+
+    def row(self, name: str, base_p50: float) -> str:
+        ordered = sorted(self.latencies)
+        count = len(ordered)
+        p50, p99 = statistics.median(ordered), ordered[int(count * 0.99) - 1]
+        return (f"{name:<28} {p50 * 1e3:>8.3f} {p99 * 1e3:>8.3f} {(p50 - base_p50) * 1e3:>10.3f} "
+                f"{self.cpu / count * 1e3:>10.3f} {self.redis_usec / count:>10.1f} {count / self.wall:>8.0f}")
+
+
+def redis_usec(url: str) -> float:
+    with redis.Redis.from_url(url) as client:
+        return float(sum(stat["usec"] for stat in client.info("commandstats").values()))
+
+
+async def measure(step: Step, requests: int, concurrency: int) -> Sample:
     for i in range(200):  # warm: connections, scripts, caches
         await step(i)
     latencies: list[float] = []
@@ -82,15 +106,9 @@ async def measure(step: Step, requests: int, concurrency: int) -> list[float]:
         for i in queue:
             latencies.append(await step(i))
 
+    wall, cpu = time.perf_counter(), time.process_time()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return latencies
-
-
-def row(name: str, latencies: list[float], base_p50: float, wall: float) -> str:
-    ordered = sorted(latencies)
-    p50, p99 = statistics.median(ordered), ordered[int(len(ordered) * 0.99) - 1]
-    return (f"{name:<28} {p50 * 1e3:>8.3f} {p99 * 1e3:>8.3f} {(p50 - base_p50) * 1e3:>10.3f} "
-            f"{len(ordered) / wall:>10.0f}")
+    return Sample(latencies, time.perf_counter() - wall, time.process_time() - cpu)
 
 
 async def run(url: str, requests: int, concurrency: int) -> None:
@@ -101,18 +119,19 @@ async def run(url: str, requests: int, concurrency: int) -> None:
         ("budget + loop_guard, redis", lambda: RedisStore(redis_config), True),
     ]
     print(f"{requests} requests, concurrency {concurrency}, redis {url}")
-    print(f"{'case':<28} {'p50 ms':>8} {'p99 ms':>8} {'added p50':>10} {'req/s':>10}")
-    started = time.perf_counter()
-    latencies = await measure(baseline, requests, concurrency)
-    base_p50 = statistics.median(latencies)
-    print(row("baseline (no checks)", latencies, base_p50, time.perf_counter() - started))
+    print(f"{'case':<28} {'p50 ms':>8} {'p99 ms':>8} {'added p50':>10} {'CPU ms/req':>10} "
+          f"{'redis us':>10} {'req/s':>8}")
+    base = await measure(baseline, requests, concurrency)
+    base_p50 = statistics.median(base.latencies)
+    print(base.row("baseline (no checks)", base_p50))
     for name, make_store, loop_guard in cases:
         store = make_store()
         guard = budget(store)
-        started = time.perf_counter()
-        latencies = await measure(steps(guard, store, loop_guard=loop_guard), requests, concurrency)
+        before = redis_usec(url)
+        sample = await measure(steps(guard, store, loop_guard=loop_guard), requests, concurrency)
         await guard.flush()
-        print(row(name, latencies, base_p50, time.perf_counter() - started))
+        sample.redis_usec = redis_usec(url) - before
+        print(sample.row(name, base_p50))
         await store.close()
 
 
