@@ -23,13 +23,6 @@ from tests.stack import Stack
 
 pytestmark = pytest.mark.envoy
 
-# Strict: each passes, and its marker must go, once the integration step it names lands
-# (docs/budgets.md, "Integration"). Until then a budget-only route never sees its response, so
-# every reservation is released at stream end instead of charged.
-NEEDS_RESPONSE = pytest.mark.xfail(
-    strict=True, reason="route needs its response: sentinel.needs_response in the renderer and on_response_headers"
-)
-
 DAY_TOKENS = 3000
 
 
@@ -84,7 +77,6 @@ def settled_spend(redis_server: RedisServer, expected: int) -> int:
     return spent
 
 
-@NEEDS_RESPONSE
 def test_a_completion_is_charged_its_exact_usage(stack: Stack, redis_server: RedisServer) -> None:
     raw = ask(openai_client(stack), "how much is this?", max_tokens=50)
     completion = raw.parse()
@@ -99,7 +91,6 @@ def test_max_tokens_is_capped_before_the_upstream_sees_it(stack: Stack) -> None:
     assert '"max_tokens":256' in received["body"].replace(" ", "")
 
 
-@NEEDS_RESPONSE
 def test_a_streamed_completion_is_charged_its_reported_usage(stack: Stack, redis_server: RedisServer) -> None:
     chunks = openai_client(stack).chat.completions.create(
         model="gpt-4o-mini",
@@ -112,7 +103,6 @@ def test_a_streamed_completion_is_charged_its_reported_usage(stack: Stack, redis
     assert settled_spend(redis_server, usage.total_tokens) == usage.total_tokens  # settled at stream close
 
 
-@NEEDS_RESPONSE
 def test_parallel_requests_through_two_replicas_are_held_to_one_budget(stack: Stack, redis_server: RedisServer) -> None:
     client = openai_client(stack)
 
@@ -140,7 +130,6 @@ def spend_until_refused(client: openai.OpenAI) -> openai.RateLimitError:
     raise AssertionError("the budget never ran out")
 
 
-@NEEDS_RESPONSE
 def test_an_exhausted_budget_is_a_429_the_sdk_raises(stack: Stack) -> None:
     error = spend_until_refused(openai_client(stack))
     assert error.status_code == 429
@@ -166,7 +155,6 @@ def run_agent(client: anthropic.Anthropic, turns: int) -> tuple[int, anthropic.R
     raise AssertionError(f"the loop ran {turns} turns unstopped")
 
 
-@pytest.mark.xfail(strict=True, reason="the 429 body must carry the finding's message (processor _block)")
 def test_a_scripted_agent_loop_is_stopped(stack: Stack) -> None:
     turn, error = run_agent(anthropic.Anthropic(base_url=stack.url, api_key="test", max_retries=0), 8)
     assert turn == 5  # the first request, then three identical tool states; the next is the fourth repeat
