@@ -62,6 +62,9 @@ class Invariant(Protocol):
 
     Optional hook: ``prepare(conversation, context) -> bool`` runs on requests before the
     checks and may rewrite the body (e.g. adding a canary); it returns True if it did.
+    Optional marker: ``whole_response = True`` for invariants that can only judge a complete
+    response (json_schema, sql, must-match patterns); a stream is then buffered or checked
+    at its end, as ``sentinel.stream_whole_response`` says (docs/streaming.md).
     """
 
     def check(self, conversation: Conversation, context: CheckContext) -> list[Finding]: ...

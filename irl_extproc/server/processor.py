@@ -31,6 +31,7 @@ from irl_extproc.engine import (
     settle,
 )
 from irl_extproc.invariants.base import CheckContext
+from irl_extproc.masking import restore_conversation
 from irl_extproc.server import responses
 from irl_extproc.server.bodies import DECODABLE, BodyBuffer, BodyTooLarge, UndecodableBody, decode_content
 from irl_extproc.streaming.registry import STREAM_CODECS
@@ -233,6 +234,9 @@ class StreamProcessor:
         if decision.acts and decision.verdict == "block":
             return self._block(decision, route)
         changed = redact(conversation, decision) > 0
+        # Reversible masking: the model's output is judged as written, then the request's
+        # placeholders it echoes are given back their originals (as streams do).
+        changed = restore_conversation(conversation, self.context) > 0 or changed
         return self._body_reply("response_body", side, conversation if changed else None, raw)
 
     async def on_request_trailers(self, _: Any, __: ep.ProcessingRequest) -> ep.ProcessingResponse:

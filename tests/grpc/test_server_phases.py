@@ -232,3 +232,18 @@ async def test_health_service_reports_serving(server: Server) -> None:
 async def test_unknown_service_method_is_a_grpc_error(server: Server) -> None:
     with pytest.raises(grpc.aio.AioRpcError):
         await server.channel.unary_unary("/nope.Nope/Nope")(b"")
+
+
+async def test_reversible_masking_restores_placeholders_in_a_buffered_response(server: Server) -> None:
+    replies = await exchange(
+        server,
+        "masked/chat",
+        request_headers("/masked/v1/chat/completions"),
+        body("request_body", chat("write to jane.doe@example.com")),
+        headers("response_headers", {":status": "200", "content-type": "application/json"}),
+        body("response_body", completion("Sure, I will mail [EMAIL_1] the forbidden plan")),
+    )
+    sent_upstream = json.loads(replies[1].request_body.response.body_mutation.body)
+    assert sent_upstream["messages"][0]["content"] == "write to [EMAIL_1]"
+    to_client = json.loads(replies[3].response_body.response.body_mutation.body)
+    assert to_client["choices"][0]["message"]["content"] == "Sure, I will mail jane.doe@example.com the [REDACTED] plan"
