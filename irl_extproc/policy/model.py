@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, create_model, model_validator
 
+from irl_extproc.budgets.identity import IdentityConfig
 from irl_extproc.invariants.base import InvariantConfig
 from irl_extproc.invariants.registry import REGISTRY
 from irl_extproc.policy.resilience import Resilience
@@ -148,5 +149,9 @@ class PolicyDocument(Strict):
 
     version: Literal[1]
     listener: Listener = Field(default_factory=Listener)
+    identity: IdentityConfig = Field(
+        default_factory=IdentityConfig,
+        description="where tenant / api_key / team come from: Envoy metadata, attributes, or Envoy-set headers",
+    )
     defaults: Layer = Field(default_factory=Layer)
     services: dict[Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")], Service] = Field(min_length=1)

@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from irl_extproc.budgets.identity import IdentityConfig
 from irl_extproc.contract import METADATA_NAMESPACE
 from irl_extproc.policy.load import LoadedPolicy
 from irl_extproc.policy.units import format_duration
@@ -45,6 +46,7 @@ _RESOURCE_TYPES = {
 
 
 def extproc_filter(render_plan: RenderPlan) -> dict[str, Any]:
+    identity = render_plan.policy.document.identity
     return {
         "name": EXTPROC_FILTER,
         "disabled": True,  # routes with a Sentinel enable it (see envoy_routes.extproc_per_route)
@@ -62,7 +64,30 @@ def extproc_filter(render_plan: RenderPlan) -> dict[str, Any]:
             },
             allow_mode_override=True,
             message_timeout=format_duration(render_plan.message_timeout),
-            metadata_options={"receiving_namespaces": {"untyped": [METADATA_NAMESPACE]}},
+            metadata_options=_metadata_options(identity),
+            **({"request_attributes": attributes} if (attributes := identity.request_attributes()) else {}),
+        ),
+    }
+
+
+def _metadata_options(identity: IdentityConfig) -> dict[str, Any]:
+    """IRL's decisions come back as metadata; identity metadata (jwt_authn, ext_authz) goes to IRL."""
+    options: dict[str, Any] = {"receiving_namespaces": {"untyped": [METADATA_NAMESPACE]}}
+    if namespaces := identity.forwarding_namespaces():
+        options["forwarding_namespaces"] = {"untyped": namespaces}
+    return options
+
+
+def identity_header_filter(identity: IdentityConfig) -> dict[str, Any] | None:
+    """Drop client copies of identity headers first, so only Envoy's own filters can set them."""
+    headers = identity.envoy_set_headers()
+    if not headers:
+        return None
+    return {
+        "name": "irl.identity_header_sanitizer",
+        "typed_config": typed(
+            "envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
+            mutations={"request_mutations": [{"remove": header} for header in headers]},
         ),
     }
 
@@ -111,7 +136,9 @@ def http_connection_manager(render_plan: RenderPlan, *, tracing: bool, xds_dir: 
         hcm["route_config"] = route_configuration(render_plan)
     else:
         hcm["rds"] = {"route_config_name": ROUTE_CONFIG_NAME, "config_source": _path_source(xds_dir, "rds")}
+    sanitizer = identity_header_filter(render_plan.policy.document.identity)
     hcm["http_filters"] = [
+        *([sanitizer] if sanitizer else []),
         rate_limit_filter(),  # before ext_proc: a limited request costs IRL nothing
         extproc_filter(render_plan),
         {

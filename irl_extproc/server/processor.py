@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from irl_extproc._gen.envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2 as pm
 from irl_extproc._gen.envoy.service.ext_proc.v3 import external_processor_pb2 as ep
+from irl_extproc.budgets.identity import resolve_identity
 from irl_extproc.codecs.base import Codec, CodecError, encode_json, parse_json
 from irl_extproc.codecs.registry import CODECS, codec_for, resolve_format
 from irl_extproc.contract import METADATA_NAMESPACE
@@ -141,6 +142,9 @@ class StreamProcessor:
         self.request.headers = _headers(headers)
         self.path = self.request.headers.get(":path", "")
         self.request_id = self.request.headers.get("x-request-id", "")
+        # Who the request belongs to, from what Envoy vouches for (docs/budgets.md: trust model).
+        self.context.identity = resolve_identity(self.policy.loaded.document.identity, message)
+        self.context.tenant = self.context.identity.get("tenant")
         if message.HasField("protocol_config"):
             self.request.body_mode = message.protocol_config.request_body_mode
             self.response.body_mode = message.protocol_config.response_body_mode
@@ -310,10 +314,10 @@ class StreamProcessor:
 
     def _record(self, side: Side, decision: Decision) -> None:
         side.decision = decision
-        if decision.verdict != "allow":
-            self.outcome.rules += [f.rule for f in decision.findings]
-            if decision.enforced or self.outcome.verdict == "allow":
-                self.outcome.verdict = decision.verdict if decision.enforced else f"monitor:{decision.verdict}"
+        # Monitor findings (e.g. a budget store that was down under fail_open) are recorded too.
+        self.outcome.rules += [f.rule for f in decision.findings]
+        if decision.verdict != "allow" and (decision.enforced or self.outcome.verdict == "allow"):
+            self.outcome.verdict = decision.verdict if decision.enforced else f"monitor:{decision.verdict}"
 
     def _body_reply(self, phase: str, side: Side, changed: Conversation | None, raw: bytes) -> ep.ProcessingResponse:
         body = encode_json(changed.body) if changed is not None else None
