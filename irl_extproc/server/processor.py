@@ -427,7 +427,7 @@ class StreamProcessor:
 
     def _with_metadata(self, response: ep.ProcessingResponse) -> ep.ProcessingResponse:
         o = self.outcome
-        values: dict[str, Any] = {
+        values = {
             "route": self.route_id,
             "decision": o.verdict,
             "policy_version": self.policy.version[:12],
