@@ -27,7 +27,7 @@ from sklearn.linear_model import LogisticRegression
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from injection_synthetic import synthetic_rows  # noqa: E402
 
-from irl_extproc.detect.injection import WEIGHTS_FILE, WINDOW, LinearModel, features, prepare_text, windows  # noqa: E402
+from irl_extproc.detect.injection import WEIGHTS_FILE, WINDOW, LinearModel, char_grams, tokens, windows  # noqa: E402
 from irl_extproc.detect.normalize import normalize  # noqa: E402
 
 Row = dict[str, str]
@@ -40,11 +40,26 @@ def load_rows(path: Path) -> list[Row]:
     return [r for r in rows if r.get("label") in ("attack", "benign") and isinstance(r.get("text"), str)]
 
 
-def training_text(text: str) -> str:
-    """The classifier sees what the runtime sees: normalised, prepared, first window."""
+def training_tokens(text: str) -> list[str]:
+    """The classifier sees what the runtime sees: normalised text, first window, tokens."""
     norm = normalize(text).text
     start, end = windows(norm, WINDOW)[0]
-    return prepare_text(norm[start:end])
+    return tokens(norm[start:end])
+
+
+Counts = dict[tuple[int, str], int]  # (kind, feature) -> count; kinds: 0 word, 1 char 4-gram, 2 bigram
+
+
+def feature_counts(words: list[str]) -> Counts:
+    """The runtime's feature vector (see LinearModel): distinct words with their 4-grams, bigrams."""
+    counts: Counts = {}
+    for word in set(words):
+        counts[(0, word)] = 1
+        for gram in char_grams(word):
+            counts[(1, gram)] = counts.get((1, gram), 0) + 1
+    for a, b in zip(words, words[1:], strict=False):
+        counts[(2, f"{a} {b}")] = 1
+    return counts
 
 
 class Featurized:
@@ -52,33 +67,31 @@ class Featurized:
 
     def __init__(self, rows: Sequence[Row]) -> None:
         self.rows = list(rows)
-        self.sets = [features(training_text(r["text"])) for r in self.rows]
+        self.counts = [feature_counts(training_tokens(r["text"])) for r in self.rows]
         self.labels = np.array([r["label"] == "attack" for r in self.rows], dtype=np.int8)
         self.groups = [r["source"] for r in self.rows]
 
     def matrix(self, index: Sequence[int], vocab: dict[tuple[int, str], int]) -> csr_matrix:
         data, cols, ptr = [], [], [0]
         for i in index:
-            words, chars = self.sets[i]
-            scale = 1.0 / math.sqrt(max(len(words) + len(chars), 1))  # the runtime's L2 normalisation
-            for kind, feats in ((0, words), (1, chars)):
-                for f in feats:
-                    col = vocab.get((kind, f))
-                    if col is not None:
-                        cols.append(col)
-                        data.append(scale)
+            counts = self.counts[i]
+            scale = 1.0 / math.sqrt(max(sum(counts.values()), 1))  # the runtime's L2 normalisation
+            for key, count in counts.items():
+                col = vocab.get(key)
+                if col is not None:
+                    cols.append(col)
+                    data.append(count * scale)
             ptr.append(len(cols))
         return csr_matrix((data, cols, ptr), shape=(len(index), len(vocab)), dtype=np.float64)
 
 
 def fit(data: Featurized, index: Sequence[int], c: float = 4.0, min_df: int = 2) -> LinearModel:
     """Fit on the given rows; returns an uncalibrated model (calibration (1, 0))."""
-    counts: dict[tuple[int, str], int] = {}
+    df: dict[tuple[int, str], int] = {}
     for i in index:
-        for kind, feats in enumerate(data.sets[i]):
-            for f in feats:
-                counts[(kind, f)] = counts.get((kind, f), 0) + 1
-    vocab = {key: n for n, key in enumerate(k for k, v in counts.items() if v >= min_df)}
+        for key in data.counts[i]:
+            df[key] = df.get(key, 0) + 1
+    vocab = {key: n for n, key in enumerate(k for k, v in df.items() if v >= min_df)}
     x = data.matrix(index, vocab)
     y = data.labels[list(index)]
     # Balance by source as well as class, so one big template family does not dominate.
@@ -90,9 +103,10 @@ def fit(data: Featurized, index: Sequence[int], c: float = 4.0, min_df: int = 2)
     clf = LogisticRegression(C=c, solver="liblinear", max_iter=2000, random_state=0)
     clf.fit(x, y, sample_weight=weight)
     coef = clf.coef_[0]
-    words = {f: float(coef[col]) for (kind, f), col in vocab.items() if kind == 0}
-    chars = {f: float(coef[col]) for (kind, f), col in vocab.items() if kind == 1}
-    return LinearModel(words, chars, float(clf.intercept_[0]), (1.0, 0.0))
+    kinds: list[dict[str, float]] = [{}, {}, {}]
+    for (kind, f), col in vocab.items():
+        kinds[kind][f] = float(coef[col])
+    return LinearModel(*kinds, float(clf.intercept_[0]), (1.0, 0.0))
 
 
 def grouped_folds(groups: Sequence[str], folds: int) -> list[list[int]]:
@@ -118,7 +132,7 @@ def calibrate(data: Featurized, index: Sequence[int], folds: int = 4) -> tuple[f
         train = [index[j] for j in range(len(index)) if j not in held]
         model = fit(data, train)
         for j in fold:
-            logits[j] = model.logit(training_text(data.rows[index[j]]["text"]))
+            logits[j] = model.logit(training_tokens(data.rows[index[j]]["text"]))
     y = data.labels[list(index)]
     platt = LogisticRegression(C=1e4, random_state=0).fit(logits.reshape(-1, 1), y)
     slope = float(platt.coef_[0][0])
@@ -133,20 +147,21 @@ def calibrate(data: Featurized, index: Sequence[int], folds: int = 4) -> tuple[f
 def train(data: Featurized, index: Sequence[int], max_features: int = 60000) -> LinearModel:
     model = fit(data, index)
     a, b = calibrate(data, index)
-    weights = sorted(
-        [(abs(w), 0, f, w) for f, w in model.word_weights.items()]
-        + [(abs(w), 1, f, w) for f, w in model.char_weights.items()],
-        reverse=True,
-    )[:max_features]
-    words = {f: round(w, 4) for _, kind, f, w in weights if kind == 0 and abs(w) >= 1e-3}
-    chars = {f: round(w, 4) for _, kind, f, w in weights if kind == 1 and abs(w) >= 1e-3}
-    return LinearModel(words, chars, round(model.bias, 4), (round(a, 4), round(b, 4)))
+    tables = (model.word_weights, model.char_weights, model.bigram_weights)
+    ranked = sorted(((abs(w), kind, f, w) for kind, table in enumerate(tables) for f, w in table.items()),
+                    reverse=True)[:max_features]
+    kept: list[dict[str, float]] = [{}, {}, {}]
+    for _, kind, f, w in ranked:
+        if abs(w) >= 1e-3:
+            kept[kind][f] = round(w, 4)
+    return LinearModel(*kept, round(model.bias, 4), (round(a, 4), round(b, 4)))
 
 
 def save(model: LinearModel, path: Path, sources: list[str]) -> None:
     payload = {
         "format": 1, "trained_on_sources": sources, "bias": model.bias, "calibration": list(model.calibration),
         "word_weights": model.word_weights, "char_weights": model.char_weights,
+        "bigram_weights": model.bigram_weights,
     }
     raw = json.dumps(payload, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -165,7 +180,8 @@ def main() -> None:
     save(model, args.out, sorted(set(data.groups)))
     size = args.out.stat().st_size
     print(f"{len(rows)} rows from {len(set(data.groups))} sources -> {args.out} "
-          f"({len(model.word_weights)} word + {len(model.char_weights)} char weights, {size / 1e6:.2f} MB, "
+          f"({len(model.word_weights)} word + {len(model.char_weights)} 4-gram + {len(model.bigram_weights)} "
+          f"bigram weights, {size / 1e6:.2f} MB, "
           f"calibration a={model.calibration[0]} b={model.calibration[1]})")
 
 

@@ -37,10 +37,18 @@ class Gate:
         options.max_mem = 64 << 20
         options.case_sensitive = not flags_ignorecase
         self._set = re2.Set.SearchSet(options)
+        self._each = []
         for pattern in patterns:
-            self._set.Add(without_lookarounds(pattern))
+            loose = without_lookarounds(pattern)
+            self._set.Add(loose)
+            self._each.append(re2.compile(loose, options))
         self._set.Compile()
 
     def candidates(self, text: str) -> list[int]:
         """Indexes of the patterns that may match ``text``."""
         return self._set.Match(text) or []
+
+    def first(self, index: int, text: str) -> int | None:
+        """Where pattern ``index`` can first match (its ``re`` search may start there), or None."""
+        m = self._each[index].search(text)
+        return None if m is None else m.start()

@@ -1,7 +1,7 @@
 """Prompt-injection detection: normalisation, family heuristics and a linear classifier.
 
-The classifier is a logistic regression over binary, L2-normalised features (words, word
-bigrams and character 4-grams of the normalised text), trained offline by
+The classifier is a logistic regression over L2-normalised features (distinct words with
+their character 4-grams, and distinct word bigrams of the normalised text), trained offline by
 ``scripts/train_injection.py``. Inference is a dictionary lookup per feature and needs no
 numeric library. Long texts are scored in windows so one injected paragraph in a long
 document is not diluted by the rest.
@@ -13,8 +13,9 @@ import gzip
 import json
 import math
 import re
-from dataclasses import dataclass
-from functools import cache, lru_cache
+import string
+from dataclasses import dataclass, field
+from functools import cache
 from importlib import resources
 from itertools import pairwise, repeat
 from typing import Any
@@ -25,62 +26,83 @@ from irl_extproc.detect.normalize import Normalized, decoded_views, normalize
 WEIGHTS_FILE = "injection_weights.json.gz"
 WINDOW = 2048  # characters per classifier window
 
-_WORD = re.compile(r"[a-z']+|[0-9]+|[^\sa-z0-9']")
-_DIGITS_TO_ZERO = str.maketrans("123456789", "000000000")
+# Digits fold to 0, curly apostrophes to "'", other punctuation (ASCII and common typographic
+# marks) becomes a space: a one-to-one table, which CPython translates fast for ASCII text.
+_PUNCTUATION = string.punctuation.replace("'", "") + "\u201c\u201d\u201e\u00ab\u00bb\u2014\u2013\u2026\u00bf\u00a1"
+_TOKEN_TABLE = str.maketrans(
+    "123456789\u2018\u2019" + _PUNCTUATION, "000000000''" + " " * len(_PUNCTUATION)
+)
 
 
-def prepare_text(text: str) -> str:
-    """The classifier's view: lower case, digits folded, whitespace collapsed."""
-    return " ".join(text.lower().translate(_DIGITS_TO_ZERO).split())
+def tokens(text: str) -> list[str]:
+    """The classifier's tokens of a text: lower-case words and digit runs."""
+    lower = text.lower()
+    if lower.isascii():
+        return lower.translate(_TOKEN_TABLE).split()
+    # Non-ASCII text takes translate's slow path; plain words (most of them) need none.
+    out: list[str] = []
+    add, extend = out.append, out.extend
+    for word in lower.split():
+        if word.isalpha():
+            add(word)
+        else:
+            extend(word.translate(_TOKEN_TABLE).split())
+    return out
 
 
-@lru_cache(maxsize=65536)
-def _char_grams(word: str) -> frozenset[str]:
+def char_grams(word: str) -> list[str]:
+    """Character 4-grams of `` word `` (with repeats): subword evidence that survives misspelling."""
     padded = f" {word} "
-    return frozenset(map("".join, zip(padded, padded[1:], padded[2:], padded[3:], strict=False)))
+    return [padded[i:i + 4] for i in range(len(padded) - 3)]
 
 
-def features(prepared: str) -> tuple[set[str], set[str]]:
-    """(word unigrams + bigrams, character 4-grams inside each word) of a prepared text.
-
-    Character grams come from the distinct words (cached), so cost grows with vocabulary,
-    not length: a 32 KB prompt costs little more than its distinct words.
-    """
-    words = _WORD.findall(prepared)
-    word_features = set(words)
-    char_features: set[str] = set()
-    for word in word_features:
-        char_features.update(_char_grams(word))
-    word_features.update(map(" ".join, pairwise(words)))
-    return word_features, char_features
-
-
-@dataclass(frozen=True)
+@dataclass
 class LinearModel:
-    """Logistic regression weights plus Platt calibration of its output."""
+    """Logistic regression over words (each with its character 4-grams) and word bigrams.
+
+    A text's feature vector counts, for each distinct word, the word and its 4-grams, plus
+    each distinct bigram, scaled to unit length (``1/sqrt(n)``). A word therefore contributes a
+    fixed amount, cached after its first sighting, so scoring costs about one dictionary
+    lookup per distinct word and one per distinct bigram. Every distinct word contributes
+    ``len(word)`` features (itself plus ``len(word) - 1`` grams), which gives ``n`` in C.
+    """
 
     word_weights: dict[str, float]
     char_weights: dict[str, float]
+    bigram_weights: dict[str, float]
     bias: float
     calibration: tuple[float, float]  # p = sigmoid(a * logit + b), fitted on held-out folds
+    _word_cache: dict[str, float] = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> LinearModel:
         a, b = data["calibration"]
-        return cls(data["word_weights"], data["char_weights"], float(data["bias"]), (float(a), float(b)))
+        return cls(data["word_weights"], data["char_weights"], data["bigram_weights"], float(data["bias"]),
+                   (float(a), float(b)))
 
-    def logit(self, prepared: str) -> float:
-        words, chars = features(prepared)
-        n = len(words) + len(chars)
+    def _word_score(self, word: str) -> float:
+        score = self._word_cache.get(word)
+        if score is None:
+            score = self.word_weights.get(word, 0.0) + sum(map(self.char_weights.get, char_grams(word), repeat(0.0)))
+            if len(self._word_cache) < _WORD_CACHE_SIZE:
+                self._word_cache[word] = score
+        return score
+
+    def logit(self, words: list[str]) -> float:
+        distinct = set(words)
+        bigrams = set(map(" ".join, pairwise(words)))
+        n = sum(map(len, distinct)) + len(bigrams)
         if n == 0:
             return self.bias
-        total = sum(map(self.word_weights.get, words, repeat(0.0)))
-        total += sum(map(self.char_weights.get, chars, repeat(0.0)))
+        total = sum(map(self._word_score, distinct)) + sum(map(self.bigram_weights.get, bigrams, repeat(0.0)))
         return self.bias + total / math.sqrt(n)
 
-    def probability(self, prepared: str) -> float:
+    def probability(self, words: list[str]) -> float:
         a, b = self.calibration
-        return _sigmoid(a * self.logit(prepared) + b)
+        return _sigmoid(a * self.logit(words) + b)
+
+
+_WORD_CACHE_SIZE = 200_000  # distinct words remembered per model; bounded so memory cannot grow forever
 
 
 def _sigmoid(x: float) -> float:
@@ -217,7 +239,7 @@ def scan(text: str, model: LinearModel | None = None, use_classifier: bool = Tru
     if use_classifier and model is not None:
         best, best_span = 0.0, (0, len(text))
         for start, end in windows(norm.text):
-            p = model.probability(prepare_text(norm.text[start:end]))
+            p = model.probability(tokens(norm.text[start:end]))
             if p > best:
                 best, best_span = p, norm.span(start, end, len(text))
         scores.append(best)

@@ -18,6 +18,7 @@ import binascii
 import codecs
 import re
 import unicodedata
+from bisect import bisect_right
 from dataclasses import dataclass, field
 
 import re2
@@ -35,6 +36,7 @@ _CONFUSABLES = str.maketrans(
     "\ua7b5",
     "abekmhopctyxsijdqwbhABEKMHOPCTYXSIJaovikptuxeABEZHIKMNOPTYXgijlab",
 )
+_CONFUSABLE_CHARS = frozenset(chr(c) for c in _CONFUSABLES)
 _NON_ASCII_RUN = re.compile(r"[^\x00-\x7f]+")
 _WORD_WITH_NON_ASCII = re.compile(r"\w*[^\x00-\x7f]\w*")
 _LATIN = re.compile(r"[A-Za-z]")
@@ -42,55 +44,71 @@ _LATIN = re.compile(r"[A-Za-z]")
 
 @dataclass(slots=True)
 class Normalized:
-    """Normalised text, where each of its characters came from, and what tricks were seen."""
+    """Normalised text, where its characters came from, and what tricks were seen."""
 
     text: str
-    origin: list[int] | None = None  # origin[i]: offset in the original of text[i]; None = identity
+    # (normalised start, original start, step): step 1 maps a copied run one to one; step 0
+    # maps every character produced from one original character back to it. None: identity.
+    pieces: list[tuple[int, int, int]] | None = None
     signals: set[str] = field(default_factory=set)  # "tag_smuggling", "invisible_chars", "homoglyphs"
+
+    def _origin(self, index: int) -> int:
+        assert self.pieces is not None
+        k = bisect_right(self.pieces, (index, _BIG, _BIG)) - 1
+        start, original, step = self.pieces[max(k, 0)]
+        return original + (index - start) * step
 
     def span(self, start: int, end: int, original_length: int) -> tuple[int, int]:
         """The original text's span for ``text[start:end]``."""
-        if self.origin is None:
+        if self.pieces is None:
             return start, end
-        if not self.origin:
+        if not self.pieces or not self.text:
             return 0, original_length
-        first = self.origin[min(start, len(self.origin) - 1)]
-        last = self.origin[end - 1] + 1 if end > 0 else first
+        first = self._origin(min(start, len(self.text) - 1))
+        last = self._origin(min(end, len(self.text)) - 1) + 1 if end > 0 else first
         return first, max(last, first)
+
+
+_BIG = 1 << 62
 
 
 def normalize(text: str) -> Normalized:
     if text.isascii():
         return Normalized(text)
     out: list[str] = []
-    origin: list[int] = []
+    pieces: list[tuple[int, int, int]] = []
     signals: set[str] = set()
-    position = 0
+    position = length = 0  # in the original / in the output so far
     for run in _NON_ASCII_RUN.finditer(text):
-        out.append(text[position:run.start()])
-        origin.extend(range(position, run.start()))
+        if run.start() > position:
+            pieces.append((length, position, 1))
+            out.append(text[position:run.start()])
+            length += run.start() - position
         for offset, ch in enumerate(run.group(), run.start()):
             code = ord(ch)
             if 0xE0000 <= code <= 0xE007F:
                 signals.add("tag_smuggling")
-                if 0xE0020 <= code <= 0xE007E:
-                    out.append(chr(code - 0xE0000))
-                    origin.append(offset)
-                continue
-            if code in _INVISIBLE:
+                folded = chr(code - 0xE0000) if 0xE0020 <= code <= 0xE007E else ""
+            elif code in _INVISIBLE:
                 signals.add("invisible_chars")
-                continue
-            folded = unicodedata.normalize("NFKC", ch)
-            out.append(folded)
-            origin.extend([offset] * len(folded))
+                folded = ""
+            else:
+                folded = unicodedata.normalize("NFKC", ch)
+            if folded:
+                pieces.append((length, offset, 0))
+                out.append(folded)
+                length += len(folded)
         position = run.end()
-    out.append(text[position:])
-    origin.extend(range(position, len(text)))
+    if position < len(text):
+        pieces.append((length, position, 1))
+        out.append(text[position:])
     joined = "".join(out)
-    mapped = _WORD_WITH_NON_ASCII.sub(_unconfuse, joined)
+    if _CONFUSABLE_CHARS.isdisjoint(joined):  # the word-by-word pass only when look-alikes occur
+        return Normalized(joined, pieces, signals)
+    mapped = _WORD_WITH_NON_ASCII.sub(_unconfuse, joined)  # one letter for one: offsets hold
     if mapped != joined:
         signals.add("homoglyphs")
-    return Normalized(mapped, origin, signals)
+    return Normalized(mapped, pieces, signals)
 
 
 def _unconfuse(word: re.Match[str]) -> str:
