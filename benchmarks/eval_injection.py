@@ -96,18 +96,28 @@ def hard_negatives(cut: float) -> None:
         print(f"   highest {s:.3f}  {text[:90]!r}")
 
 
-def latency() -> None:
+def latency(rows: list[dict[str, str]]) -> None:
+    """CPU time per scan on 2 KB and 32 KB slices of the data's own benign and attack text
+    (varied, realistic vocabulary): the first scan of a slice (cold word cache) and the best
+    of repeated scans (warm)."""
     model = shipped_model()
-    base = "Please summarise the following meeting notes and list the action items for each person. "
-    for size in (2048, 32768):
-        text = (base * (size // len(base) + 1))[:size]
-        scan(text, model)
-        runs = 20 if size < 10000 else 5
-        started = time.process_time()  # CPU time: the machine may be shared
-        for _ in range(runs):
-            scan(text, model)
-        per_scan = (time.process_time() - started) / runs * 1000
-        print(f"latency {size // 1024:3d} KB prompt: {per_scan:6.2f} ms CPU per scan")
+    for label in ("benign", "attack"):
+        blob = " ".join(r["text"] for r in rows if r["label"] == label)
+        for size in (2048, 32768):
+            cold, warm = [], []
+            for k in range(5):
+                text = blob[k * size:(k + 1) * size]
+                started = time.process_time()  # CPU time: the machine may be shared
+                scan(text, model)
+                cold.append(time.process_time() - started)
+                runs = []
+                for _ in range(5):
+                    started = time.process_time()
+                    scan(text, model)
+                    runs.append(time.process_time() - started)
+                warm.append(min(runs))
+            print(f"latency {label:6} {size // 1024:2d} KB: cold median {sorted(cold)[2] * 1000:6.2f} ms, "
+                  f"warm median {sorted(warm)[2] * 1000:6.2f} ms CPU per scan")
 
 
 def main() -> None:
@@ -116,11 +126,12 @@ def main() -> None:
     parser.add_argument("--group", choices=("source", "family"), default="source",
                         help="hold out one source per fold, or every source of one repository")
     args = parser.parse_args()
-    results = cross_validate(load_rows(args.data), args.group == "family")
+    rows = load_rows(args.data)
+    results = cross_validate(rows, args.group == "family")
     report(results, 2, "classifier alone")
     cut = report(results, 1, "full detector (normalisation + heuristics + classifier)")
     hard_negatives(cut)
-    latency()
+    latency(rows)
 
 
 if __name__ == "__main__":
