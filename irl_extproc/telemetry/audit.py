@@ -27,6 +27,7 @@ import logging
 import os
 import queue
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,6 +80,7 @@ class AuditLog:
         chain: str = "audit",
         max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
         max_batch: int = 1024,
+        commit_delay: float = 0.0,
         records_counter: Counter | None = None,
         errors_counter: Counter | None = None,
     ) -> None:
@@ -86,6 +88,10 @@ class AuditLog:
         self.chain = check_chain_name(chain)
         self.max_file_bytes = max_file_bytes
         self.max_batch = max_batch
+        # Wait this long after a commit before the next one, so more records share an fsync
+        # (fewer syncs, fewer writer wake-ups); 0 syncs as soon as the previous sync is done.
+        self.commit_delay = commit_delay
+        self._last_commit = 0.0
         self._records_counter = records_counter
         self._errors_counter = errors_counter
         self._queue: queue.SimpleQueue[_Item | object] = queue.SimpleQueue()
@@ -182,12 +188,16 @@ class AuditLog:
                     error = AuditError("audit writer failed")
                     outcomes = [(loop, waiter, error) for _, loop, waiter in batch]
                 self._settle(outcomes)
+                self._last_commit = time.monotonic()
             if stop:
                 return
 
     def _take(self, batch: list[_Item]) -> bool:
         """Block for one item, then take whatever else is queued (group commit)."""
         item = self._queue.get()
+        pause = self._last_commit + self.commit_delay - time.monotonic()
+        if pause > 0 and item is not _STOP:
+            time.sleep(pause)  # the writer thread, never the event loop
         while True:
             if item is _STOP:
                 return True

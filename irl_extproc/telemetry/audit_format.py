@@ -13,19 +13,19 @@ editing a record breaks the chain at that point.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 GENESIS_HASH = "0" * 64
 CHAIN_FIELDS = ("sequence", "prev_hash", "hash")
 _CHAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _FILE_NAME = re.compile(r"^(?P<chain>[A-Za-z0-9][A-Za-z0-9_.-]{0,63})-(?P<index>\d{6,})\.jsonl$")
 _HASH_SUFFIX = re.compile(rb',"hash":"(?P<hash>[0-9a-f]{64})"\}\n?$')
-_encode = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"), allow_nan=False).encode
 
 
 class RecordError(ValueError):
@@ -68,19 +68,20 @@ def parse_file_name(path: Path) -> tuple[str, int] | None:
 def encode_record(record: Mapping[str, Any], sequence: int, prev_hash: str) -> tuple[bytes, str]:
     """The line (with its newline) for ``record`` at ``sequence``, and the line's hash.
 
-    Raises ValueError/TypeError for records JSON cannot represent (NaN, bytes, ...).
+    Compact UTF-8 JSON via orjson (~0.7 µs a record here, against ~12 µs for ``json``).
+    Raises TypeError for what JSON cannot represent (bytes, sets, non-str keys); NaN and
+    infinities become null.
     """
     if any(name in record for name in CHAIN_FIELDS):
         raise ValueError("a record must not set sequence/prev_hash/hash: the audit writer does")
-    rest = _encode(record)
-    if not rest.startswith("{"):
-        raise TypeError("a record must be a JSON object")
-    body = f'{{"sequence":{sequence},"prev_hash":"{prev_hash}"'
-    if rest != "{}":
-        body += "," + rest[1:-1]
-    raw = body.encode("ascii")
-    digest = hashlib.sha256(raw).hexdigest()
-    return raw + b',"hash":"' + digest.encode("ascii") + b'"}\n', digest
+    if not isinstance(record, dict):
+        raise TypeError("a record must be a dict")
+    rest = orjson.dumps(record)
+    body = b'{"sequence":%d,"prev_hash":"%s"' % (sequence, prev_hash.encode("ascii"))
+    if rest != b"{}":
+        body += b"," + rest[1:-1]
+    digest = hashlib.sha256(body).hexdigest()
+    return body + b',"hash":"' + digest.encode("ascii") + b'"}\n', digest
 
 
 def decode_record(line: bytes) -> ChainedRecord:
@@ -92,8 +93,8 @@ def decode_record(line: bytes) -> ChainedRecord:
     if digest != match["hash"].decode():
         raise RecordError("its hash does not match its content (the record was edited)")
     try:
-        fields = json.loads(line)
-    except ValueError as exc:
+        fields = orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
         raise RecordError(f"not valid JSON ({exc.__class__.__name__})") from None
     if not isinstance(fields, dict):
         raise RecordError("not a JSON object")

@@ -14,9 +14,10 @@ buckets, sum and count always agree.
 
 from __future__ import annotations
 
+import asyncio
 import bisect
+import contextlib
 import logging
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -212,26 +213,34 @@ def _attributes(names: Labels, values: Labels) -> list[common_pb2.KeyValue]:
 
 
 class OtlpMetricsExporter:
-    """Pushes the cumulative metrics to an OTLP/gRPC collector every ``interval`` seconds."""
+    """Pushes the cumulative metrics to an OTLP/gRPC collector every ``interval`` seconds.
+
+    Create and ``start`` it on the server's event loop (a request takes ~1 ms to build).
+    """
 
     def __init__(self, metrics: Metrics, endpoint: str, resource: resource_pb2.Resource, *, interval: float = 10.0,
                  version: str = "") -> None:
         self._metrics, self._resource, self._version = metrics, resource, version
         self._client = OtlpClient(endpoint)
         self._interval = interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="irl-metrics-exporter", daemon=True)
-        self._thread.start()
+        self._task: asyncio.Task[None] | None = None
 
-    def export_now(self) -> bool:
-        return self._client.export(METRICS_EXPORT, export_metrics_request(self._metrics, self._resource, self._version))
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="irl-metrics-exporter")
 
-    def _run(self) -> None:
-        while not self._stop.wait(self._interval):
-            self.export_now()
+    async def export_now(self) -> bool:
+        request = export_metrics_request(self._metrics, self._resource, self._version)
+        return await self._client.export(METRICS_EXPORT, request)
 
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(self._client.timeout + 1)
-        self.export_now()  # the final values, so a short run still reports
-        self._client.close()
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            await self.export_now()
+
+    async def aclose(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.export_now()  # the final values, so a short run still reports
+        await self._client.close()

@@ -44,7 +44,12 @@ def _tag(number: int, wire_type: int) -> bytes:
     return varint(number << 3 | wire_type)
 
 
+_ONE_BYTE = [bytes([i]) for i in range(0x80)]
+
+
 def varint(value: int) -> bytes:
+    if 0 <= value < 0x80:
+        return _ONE_BYTE[value]  # lengths and most counts: the common case, no allocation
     value &= 0xFFFFFFFFFFFFFFFF  # int64 negatives are ten-byte two's complement
     out = bytearray()
     while value > 0x7F:
@@ -82,15 +87,42 @@ _ID_TAGS = (
 )
 _ROOT_IDS = struct.Struct("<2s16s2s8s1sQ1sQ")  # the same without a parent
 
-_attribute_cache: dict[Attribute, bytes] = {}
-_ATTRIBUTE_CACHE_MAX = 8192  # service/route/invariant/action values repeat; ids and scores do not
+# Encoded attributes by (key, value) for str and bool values, which repeat (service, route,
+# invariant, action, verdict); one dict per type, because True == 1 and "1" != 1 as keys.
+_str_cache: dict[Attribute, bytes] = {}
+_bool_cache: dict[Attribute, bytes] = {}
+_CACHE_MAX = 8192  # past this, new values are encoded every time (e.g. many distinct model names)
+_key_cache: dict[str, bytes] = {}
+_name_cache: dict[tuple[str, int], bytes] = {}
 
 
 def encode_attribute(key: str, value: AttributeValue) -> bytes:
+    if type(value) is str:
+        return _cached(_str_cache, key, value)
+    if type(value) is bool:
+        return _cached(_bool_cache, key, value)
+    return _encode_attribute(key, value)
+
+
+def _cached(cache: dict[Attribute, bytes], key: str, value: AttributeValue) -> bytes:
     item = (key, value)
-    cached = _attribute_cache.get(item)  # only str values are cached, so 1/1.0/True never collide
-    if cached is not None:
-        return cached
+    encoded = cache.get(item)
+    if encoded is None:
+        encoded = _encode_attribute(key, value)
+        if len(cache) < _CACHE_MAX:
+            cache[item] = encoded
+    return encoded
+
+
+def _encoded_key(key: str) -> bytes:
+    encoded = _key_cache.get(key)
+    if encoded is None:
+        raw_key = key.encode()
+        encoded = _key_cache[key] = _TAG_KEY + varint(len(raw_key)) + raw_key + _TAG_VALUE
+    return encoded
+
+
+def _encode_attribute(key: str, value: AttributeValue) -> bytes:
     if isinstance(value, bool):
         any_value = _TAG_BOOL + (b"\x01" if value else b"\x00")
     elif isinstance(value, int):
@@ -100,12 +132,8 @@ def encode_attribute(key: str, value: AttributeValue) -> bytes:
     else:
         text = value.encode("utf-8", "replace")
         any_value = _TAG_STRING + varint(len(text)) + text
-    raw_key = key.encode()
-    pair = _TAG_KEY + varint(len(raw_key)) + raw_key + _TAG_VALUE + varint(len(any_value)) + any_value
-    encoded = _TAG_ATTRIBUTE + varint(len(pair)) + pair
-    if isinstance(value, str) and len(_attribute_cache) < _ATTRIBUTE_CACHE_MAX:
-        _attribute_cache[item] = encoded
-    return encoded
+    pair = _encoded_key(key) + varint(len(any_value)) + any_value
+    return _TAG_ATTRIBUTE + varint(len(pair)) + pair
 
 
 def encode_span(
@@ -127,12 +155,17 @@ def encode_span(
         head = _ROOT_IDS.pack(t[0], trace_id, t[1], span_id, t[3], start_ns, t[4], end_ns)
     else:
         head = _IDS_AND_TIMES.pack(t[0], trace_id, t[1], span_id, t[2], parent_span_id, t[3], start_ns, t[4], end_ns)
-    raw_name = name.encode()
-    parts = [head, _TAG_NAME, varint(len(raw_name)), raw_name, _TAG_KIND, varint(kind)]
+    name_and_kind = _name_cache.get((name, kind))
+    if name_and_kind is None:  # span names are few (phases, invariants): encode each once
+        raw_name = name.encode()
+        name_and_kind = _TAG_NAME + varint(len(raw_name)) + raw_name + _TAG_KIND + varint(kind)
+        _name_cache[(name, kind)] = name_and_kind
+    parts = [head, name_and_kind]
     if trace_state:
         raw_state = trace_state.encode()
         parts += [_TAG_TRACE_STATE, varint(len(raw_state)), raw_state]
-    parts += [encode_attribute(key, value) for key, value in attributes]
+    cached = _str_cache.get  # the common case: one dict lookup per attribute (a non-str value never hits)
+    parts += [cached(attribute) or encode_attribute(*attribute) for attribute in attributes]
     if error is not None:
         raw_error = error.encode()
         status = length_delimited(_STATUS["message"], raw_error) + _tag(_STATUS["code"], _VARINT) + varint(STATUS_ERROR)

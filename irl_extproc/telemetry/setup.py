@@ -1,7 +1,7 @@
 """Process-wide telemetry: options from the CLI, and the ``Telemetry`` hub the server holds.
 
     telemetry = Telemetry(options_from_args(args))
-    telemetry.start()                     # opens (and repairs) the audit chain, starts exporters
+    await telemetry.start()               # opens (and repairs) the audit chain, starts exporters
     ...  telemetry.stream(metadata, service=..., route=..., policy_version=..., mode=...)
     await telemetry.aclose()              # flushes spans, metrics and the audit trail
 
@@ -15,7 +15,7 @@ import asyncio
 import logging
 import os
 import socket
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from importlib import metadata as package_metadata
 from pathlib import Path
@@ -31,6 +31,9 @@ log = logging.getLogger("irl.telemetry")
 
 SERVICE_NAME = "irl-extproc"
 MAX_AUDIT_BACKLOG = 10_000  # past this many queued records, callers wait for durability (back-pressure)
+# Without --audit-wait nobody waits on a sync, so records are synced at most every 20 ms:
+# a crash can lose up to that much of what was never acknowledged, for far fewer fsyncs.
+AUDIT_COMMIT_DELAY = 0.02
 
 
 @dataclass(frozen=True)
@@ -130,10 +133,13 @@ class Telemetry:
         self.tracer = Tracer(None)
         self.audit: AuditLog | None = None
         self.metrics_port: int | None = None  # the bound port, once started
-        self._closers: list[Any] = []
+        self._closers: list[Callable[[], Awaitable[object]]] = []
 
-    def start(self) -> None:
-        """Open the audit chain (repairing a torn tail) and start exporters. Raises on bad options."""
+    async def start(self) -> None:
+        """Open the audit chain (repairing a torn tail) and start the exporters on this event loop.
+
+        Raises on bad options (an unusable audit directory, a chain another process holds).
+        """
         opts = self.options
         version = _version()
         resource = otlp_wire.resource([
@@ -141,30 +147,34 @@ class Telemetry:
             ("service.instance.id", f"{socket.gethostname()}:{os.getpid()}"),
         ])
         if opts.audit_dir is not None:
-            self.audit = AuditLog(
+            audit = AuditLog(
                 opts.audit_dir, chain=opts.audit_chain, max_file_bytes=opts.audit_max_file_bytes,
+                commit_delay=0.0 if opts.audit_wait else AUDIT_COMMIT_DELAY,
                 records_counter=self.metrics.audit_records if self.metrics else None,
                 errors_counter=self.metrics.audit_errors if self.metrics else None,
             )
-            self.audit.open()
-            self._closers.append(self.audit.close)
+            await asyncio.to_thread(audit.open)
+            self.audit = audit
+            self._closers.append(audit.aclose)
         if opts.otlp_endpoint:
             on_drop = None
             if self.metrics is not None:
                 dropped = self.metrics.spans_dropped
                 on_drop = lambda reason, count: dropped.add((reason,), count)  # noqa: E731
             spans = OtlpTraceExporter(opts.otlp_endpoint, resource, version=version, on_drop=on_drop)
+            spans.start()
             self.tracer = Tracer(spans.submit, root_sample_ratio=opts.trace_sample_ratio)
-            self._closers.append(spans.close)
+            self._closers.append(spans.aclose)
             log.info("traces and metrics go to OTLP endpoint %s", opts.otlp_endpoint)
         if self.metrics is not None and opts.otlp_endpoint:
             pusher = OtlpMetricsExporter(self.metrics, opts.otlp_endpoint, resource, interval=opts.metrics_interval,
                                          version=version)
-            self._closers.append(pusher.close)
+            pusher.start()
+            self._closers.append(pusher.aclose)
         if self.metrics is not None and opts.metrics_port is not None:
             server = serve_prometheus(self.metrics, opts.metrics_port, opts.metrics_address)
             self.metrics_port = int(server.server_port)
-            self._closers.append(server.shutdown)
+            self._closers.append(lambda: asyncio.to_thread(server.shutdown))
             log.info("Prometheus metrics on http://%s:%d/metrics", opts.metrics_address, self.metrics_port)
 
     def stream(self, metadata: Metadata | None, *, service: str, route: str, policy_version: str,
@@ -182,13 +192,10 @@ class Telemetry:
         audit.submit(record)
         return None
 
-    def close(self) -> None:
-        """Flush and stop everything, newest first. Blocks: use ``aclose`` from the event loop."""
-        while self._closers:
-            self._closers.pop()()
-
     async def aclose(self) -> None:
-        await asyncio.to_thread(self.close)
+        """Flush and stop everything, newest first: spans and metrics, then the audit trail."""
+        while self._closers:
+            await self._closers.pop()()
 
 
 NO_TELEMETRY = Telemetry()  # everything off: for callers without a server (``irl check``, tests)

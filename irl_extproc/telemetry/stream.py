@@ -4,9 +4,9 @@
     with tel.phase("request_body"):
         with tel.invariant("pii") as check:
             check.findings = invariant.check(conversation, context)
-        decided = tel.decide(decision, conversation=conversation)
-        if decided.durable is not None:
-            await decided.durable          # only when the audit must be durable first
+        durable = tel.decide(decision, conversation=conversation)
+        if durable is not None:
+            await durable                  # only when the audit must be durable first
     tel.close()
 
 Every piece is optional: with tracing, metrics and audit all off, each call is a few
@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from irl_extproc.conversation import Conversation
@@ -32,19 +31,6 @@ if TYPE_CHECKING:
     from irl_extproc.telemetry.setup import Telemetry
 
 _OPERATIONS = {"openai-chat": "chat", "anthropic-messages": "chat", "openai-responses": "chat"}
-
-
-@dataclass(frozen=True, slots=True)
-class Decided:
-    """What ``decide`` produced: the audit record, and a future to await when it must be durable."""
-
-    record: records.Record
-    durable: asyncio.Future[Receipt] | None
-
-    @property
-    def metadata(self) -> dict[str, str]:
-        """Envoy dynamic metadata values for the namespace ``irl``."""
-        return records.envoy_metadata(self.record)
 
 
 class InvariantScope:
@@ -68,6 +54,21 @@ class InvariantScope:
         self._stream._invariant_done(self.name, self.findings, elapsed_ns, error, self._span)
 
 
+class _Unobserved:
+    """What ``invariant``/``phase`` return when this process records nothing at all."""
+
+    __slots__ = ("findings",)
+
+    def __init__(self) -> None:
+        self.findings: Sequence[Finding] = ()
+
+    def __enter__(self) -> _Unobserved:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        pass
+
+
 class PhaseScope:
     """One ext_proc message: a child span of the stream span and a latency sample."""
 
@@ -88,7 +89,7 @@ class StreamTelemetry:
     """Telemetry of one ext_proc stream. Not shared between streams or threads."""
 
     __slots__ = (
-        "_hub", "_labels", "_phase", "_phase_span", "_phase_start", "_results", "mode", "policy_version",
+        "_active", "_hub", "_labels", "_phase", "_phase_span", "_phase_start", "_results", "mode", "policy_version",
         "request_id", "request_model", "route", "service", "tenant", "trace", "verdict",
     )
 
@@ -110,6 +111,7 @@ class StreamTelemetry:
             (("rpc.system", "grpc"), ("irl.service", service), ("irl.route", route),
              ("irl.policy_version", policy_version[:12])),
         )
+        self._active = self.trace.recording or hub.metrics is not None or hub.audit is not None
         if hub.metrics is not None:
             hub.metrics.streams.add(self._labels)
 
@@ -119,13 +121,13 @@ class StreamTelemetry:
 
     # -- scopes -------------------------------------------------------------------------------
 
-    def phase(self, phase: str) -> PhaseScope:
+    def phase(self, phase: str) -> PhaseScope | _Unobserved:
         """``with tel.phase("request_body"):`` around the handling of one ext_proc message."""
-        return PhaseScope(self, phase)
+        return PhaseScope(self, phase) if self._active else _Unobserved()
 
-    def invariant(self, name: str) -> InvariantScope:
+    def invariant(self, name: str) -> InvariantScope | _Unobserved:
         """``with tel.invariant(name) as check: check.findings = ...`` around one evaluation."""
-        return InvariantScope(self, name)
+        return InvariantScope(self, name) if self._active else _Unobserved()
 
     def _begin_phase(self, phase: str) -> None:
         self._phase = phase
@@ -151,9 +153,8 @@ class StreamTelemetry:
         if span is not NOOP_SPAN:
             span.set("irl.invariant", name)
             span.set("irl.action", action)
-            span.set("irl.findings", len(findings))
-            span.set("irl.duration_us", elapsed_ns // 1000)
-            if findings:
+            if findings:  # the span's own duration is the evaluation time
+                span.set("irl.findings", len(findings))
                 top = max(findings, key=lambda f: f.score)
                 span.set("irl.score", float(top.score))
                 span.set("irl.rule", top.rule)
@@ -178,13 +179,16 @@ class StreamTelemetry:
         error: str | None = None,
         flags: Sequence[str] = (),
         charges: Sequence[Mapping[str, Any]] = (),
-    ) -> Decided:
+    ) -> asyncio.Future[Receipt] | None:
         """Record the decision on the current phase's message: span, metrics and audit.
 
         ``decision`` None means nothing was evaluated: an ``error`` (verdict error) or a
         message passed unchecked (``flags``). The invariant results are those timed
-        with ``invariant()`` in this phase.
+        with ``invariant()`` in this phase. Returns a future to await before answering
+        Envoy when the operator asked for durable audit records first (``--audit-wait``).
         """
+        if not self._active:
+            return None
         verdict = "error" if error else decision.verdict if decision is not None else "allow"
         enforced = decision.enforced if decision is not None else True
         usage: Mapping[str, Any] = {}
@@ -193,6 +197,9 @@ class StreamTelemetry:
             operation = _OPERATIONS.get(conversation.api_format)
             if operation and conversation.direction == "request":
                 self.trace.root.set("gen_ai.operation.name", operation)
+        self._note(verdict, enforced, error, usage)
+        if self._hub.audit is None:
+            return None
         results = [
             records.invariant_result(name, findings, duration_us, conversation, error=failure)
             for name, findings, duration_us, failure in self._results
@@ -204,8 +211,7 @@ class StreamTelemetry:
             error=error, flags=flags, usage=usage, charges=charges,
             duration_us=(time.perf_counter_ns() - self._phase_start) // 1000 if self._phase_start else 0,
         )
-        self._note(verdict, enforced, error, usage)
-        return Decided(record, self._hub.audit_record(record))
+        return self._hub.audit_record(record)
 
     def _note(self, verdict: str, enforced: bool, error: str | None, usage: Mapping[str, Any]) -> None:
         """The decision's traces and metrics."""
@@ -243,9 +249,7 @@ class StreamTelemetry:
     def close(self, error: str | None = None) -> None:
         """End the stream span (call once, in a ``finally``); ``error`` marks a broken stream."""
         root = self.trace.root
-        root.set("irl.verdict", self.verdict)
-        if self.request_id:
-            root.set("irl.request_id", self.request_id)
+        root.set("irl.verdict", self.verdict)  # the request id is on Envoy's span (guid:x-request-id)
         if error is not None:
             root.fail(error)
             metrics = self._hub.metrics

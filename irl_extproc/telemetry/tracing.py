@@ -14,9 +14,10 @@ scores and counts only.
 from __future__ import annotations
 
 import random
+import re
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from opentelemetry.proto.common.v1 import common_pb2
 from opentelemetry.proto.resource.v1 import resource_pb2
@@ -34,8 +35,7 @@ SpanSink = Callable[[bytes], None]  # receives encoded spans (``otlp_wire.encode
 _random = random.Random()  # noqa: S311 - span ids need uniqueness, not secrecy
 
 
-@dataclass(frozen=True, slots=True)
-class Parent:
+class Parent(NamedTuple):
     """The remote span IRL's stream span is a child of (Envoy's ext_proc client span)."""
 
     trace_id: bytes
@@ -44,22 +44,18 @@ class Parent:
     trace_state: str = ""
 
 
-_HEX = frozenset("0123456789abcdef")
+# W3C trace context: version-traceid-parentid-flags (lowercase hex); a fixed, linear pattern.
+_TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?")
+_ZERO_TRACE, _ZERO_SPAN = "0" * 32, "0" * 16
 
 
 def parse_traceparent(value: str, trace_state: str = "") -> Parent | None:
     """A W3C ``traceparent`` (``00-<32 hex>-<16 hex>-<2 hex>``), or None when invalid."""
-    parts = value.strip().split("-")
-    if len(parts) < 4:
+    match = _TRACEPARENT.fullmatch(value.strip())
+    if match is None:
         return None
-    version, trace_id, span_id, flags = parts[:4]
-    if len(version) != 2 or version == "ff" or (version == "00" and len(parts) != 4):
-        return None
-    if len(trace_id) != 32 or len(span_id) != 16 or len(flags) != 2:
-        return None
-    if not _HEX.issuperset(version + trace_id + span_id + flags):
-        return None
-    if trace_id == "0" * 32 or span_id == "0" * 16:
+    version, trace_id, span_id, flags, rest = match.groups()
+    if version == "ff" or (version == "00" and rest) or trace_id == _ZERO_TRACE or span_id == _ZERO_SPAN:
         return None
     return Parent(bytes.fromhex(trace_id), bytes.fromhex(span_id), bool(int(flags, 16) & 1), trace_state)
 
@@ -83,7 +79,7 @@ class Span:
     def __init__(self, trace: StreamTrace, name: str, parent_id: bytes | None, kind: int) -> None:
         self._trace = trace
         self.name = name
-        self.span_id = (_random.getrandbits(64) or 1).to_bytes(8, "big")  # W3C: never all zeros
+        self.span_id = trace.next_span_id()
         self.parent_id = parent_id
         self.kind = kind
         self.attributes: list[Attribute] = []
@@ -153,16 +149,23 @@ AnySpan = Span | NoopSpan
 class StreamTrace:
     """The spans of one ext_proc stream; ``finish`` ends the stream span and exports all."""
 
-    __slots__ = ("_sink", "parts", "root", "trace_id", "trace_state")
+    __slots__ = ("_next_id", "_sink", "parts", "root", "trace_id", "trace_state")
     recording = True
 
     def __init__(self, sink: SpanSink, parent: Parent | None, attributes: Iterable[Attribute]) -> None:
         self._sink = sink
+        self._next_id = _random.getrandbits(64) & ~0xFFFF | 1  # 16 low bits count this stream's spans
         self.trace_id = parent.trace_id if parent else (_random.getrandbits(128) or 1).to_bytes(16, "big")
         self.trace_state = parent.trace_state if parent else ""
         self.parts: list[bytes] = []
         self.root = Span(self, STREAM_SPAN_NAME, parent.span_id if parent else None, otlp_wire.KIND_SERVER)
         self.root.attributes.extend(attributes)
+
+    def next_span_id(self) -> bytes:
+        """Unique within the trace: a random base per stream plus a counter (never zero)."""
+        span_id = self._next_id
+        self._next_id = span_id + 1
+        return span_id.to_bytes(8, "big")
 
     @property
     def trace_id_hex(self) -> str:
@@ -229,22 +232,26 @@ class Tracer:
 
 
 class OtlpTraceExporter:
-    """Ships encoded spans to an OTLP/gRPC collector (Jaeger, the OpenTelemetry Collector)."""
+    """Ships encoded spans to an OTLP/gRPC collector (Jaeger, the OpenTelemetry Collector).
+
+    Create and ``start`` it on the server's event loop; ``submit`` is the tracer's sink.
+    """
 
     def __init__(self, endpoint: str, resource: resource_pb2.Resource, *, version: str = "", interval: float = 1.0,
                  on_drop: Callable[[str, int], None] | None = None) -> None:
         self._client = OtlpClient(endpoint)
         self._resource = resource.SerializeToString()
         self._scope = common_pb2.InstrumentationScope(name=SCOPE_NAME, version=version)
-        self._batcher = BatchExporter(self._send, interval=interval, name="irl-trace-exporter", on_drop=on_drop)
+        self._batcher = BatchExporter(self._send, interval=interval, on_drop=on_drop)
+        self.submit = self._batcher.submit
 
-    def submit(self, spans: bytes) -> None:
-        self._batcher.submit(spans)
+    def start(self) -> None:
+        self._batcher.start()
 
-    def _send(self, batch: list[bytes]) -> bool:
+    async def _send(self, batch: list[bytes]) -> bool:
         request = otlp_wire.export_trace_request(self._resource, self._scope, b"".join(batch))
-        return self._client.export(TRACE_EXPORT, request)
+        return await self._client.export(TRACE_EXPORT, request)
 
-    def close(self) -> None:
-        self._batcher.close()
-        self._client.close()
+    async def aclose(self) -> None:
+        await self._batcher.aclose()
+        await self._client.close()

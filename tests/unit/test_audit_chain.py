@@ -50,6 +50,11 @@ def problems(path: Path, **options: object) -> list[str]:
 # -- format ------------------------------------------------------------------------------------
 
 
+def test_non_finite_numbers_become_null() -> None:
+    line, _ = encode_record({"score": float("nan")}, 0, GENESIS_HASH)
+    assert json.loads(line)["score"] is None
+
+
 def test_line_hash_covers_every_byte_but_the_hash_member() -> None:
     line, digest = encode_record({"b": 1, "a": "x"}, 7, GENESIS_HASH)
     assert line.startswith(b'{"sequence":7,"prev_hash":"' + GENESIS_HASH.encode() + b'","b":1,"a":"x"')
@@ -59,7 +64,7 @@ def test_line_hash_covers_every_byte_but_the_hash_member() -> None:
     assert json.loads(line)["a"] == "x"
 
 
-@pytest.mark.parametrize("bad", [{"x": float("nan")}, {"x": b"bytes"}, {"sequence": 1}])
+@pytest.mark.parametrize("bad", [{"x": {1, 2}}, {"x": b"bytes"}, {1: "non-str key"}, {"sequence": 1}])
 def test_unwritable_records_are_refused(bad: dict[str, object]) -> None:
     with pytest.raises((ValueError, TypeError)):
         encode_record(bad, 0, GENESIS_HASH)
@@ -85,12 +90,27 @@ async def test_concurrent_appends_are_acknowledged_in_chain_order(tmp_path: Path
 async def test_a_bad_record_fails_alone_and_the_chain_goes_on(tmp_path: Path) -> None:
     log = AuditLog(tmp_path)
     log.open()
-    good, bad, after = log.append(record(0)), log.append({"x": float("nan")}), log.append(record(2))
+    good, bad, after = log.append(record(0)), log.append({"x": {1, 2}}), log.append(record(2))
     assert (await good).sequence == 0
     with pytest.raises(AuditError, match="cannot be written"):
         await bad
     assert (await after).sequence == 1
     await log.aclose()
+    assert problems(tmp_path) == []
+
+
+def test_commit_delay_lets_many_records_share_one_sync(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    syncs: list[int] = []
+    real_sync = os.fdatasync
+    monkeypatch.setattr(audit_module.os, "fdatasync", lambda fd: (syncs.append(fd), real_sync(fd))[1])
+    log = AuditLog(tmp_path, commit_delay=0.2)
+    log.open()
+    log.append_blocking(record(0))  # the first commit: nothing to wait for
+    for i in range(1, 200):
+        log.submit(record(i))
+    assert log.append_blocking(record(200)).sequence == 200
+    log.close()
+    assert len(syncs) == 2  # 201 records, two fsyncs
     assert problems(tmp_path) == []
 
 

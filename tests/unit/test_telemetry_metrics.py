@@ -75,10 +75,11 @@ def test_prometheus_endpoint_serves_the_documented_names() -> None:
         assert f"`{name}" in documented, f"{name} is not documented in docs/metrics.md"
 
 
-def test_otlp_export_reaches_a_real_receiver(otlp_receiver: OtlpReceiver) -> None:  # noqa: F811
+async def test_otlp_export_reaches_a_real_receiver(otlp_receiver: OtlpReceiver) -> None:  # noqa: F811
     resource = otlp_wire.resource([("service.name", "irl-extproc")])
     exporter = OtlpMetricsExporter(recorded(), otlp_receiver.endpoint, resource, interval=60)
-    exporter.close()  # close pushes the final values
+    exporter.start()
+    await exporter.aclose()  # closing pushes the final values
     metrics = {m.name: m for m in otlp_receiver.wait_for_metrics()}
     [point] = metrics["irl.decisions"].sum.data_points
     assert point.as_int == 3

@@ -123,30 +123,29 @@ def test_a_root_trace_gets_a_fresh_trace_id() -> None:
     assert root.parent_span_id == b""
 
 
-def test_exporter_ships_spans_to_a_real_otlp_receiver(otlp_receiver: OtlpReceiver) -> None:  # noqa: F811
+async def test_exporter_ships_spans_to_a_real_otlp_receiver(otlp_receiver: OtlpReceiver) -> None:  # noqa: F811
     resource = otlp_wire.resource([("service.name", "irl-extproc")])
     exporter = OtlpTraceExporter(otlp_receiver.endpoint, resource, interval=0.05)
-    try:
-        tracer = Tracer(exporter.submit)
-        for _ in range(3):
-            trace = tracer.stream(parse_traceparent(f"00-{TRACE}-{PARENT}-01"))
-            trace.child("irl.request_headers").end()
-            trace.finish()
-        received = otlp_receiver.wait_for_spans(lambda spans: len(spans) >= 6)
-    finally:
-        exporter.close()
+    exporter.start()
+    tracer = Tracer(exporter.submit)
+    for _ in range(3):
+        trace = tracer.stream(parse_traceparent(f"00-{TRACE}-{PARENT}-01"))
+        trace.child("irl.request_headers").end()
+        trace.finish()
+    await exporter.aclose()  # ships what is queued
+    received = otlp_receiver.wait_for_spans(lambda spans: len(spans) >= 6)
     assert {s.service_name for s in received} == {"irl-extproc"}
     assert sorted(s.span.name for s in received) == sorted([STREAM_SPAN_NAME, "irl.request_headers"] * 3)
 
 
-def test_exporter_counts_what_a_dead_collector_drops() -> None:
+async def test_exporter_counts_what_a_dead_collector_drops() -> None:
     drops: list[tuple[str, int]] = []
     resource = otlp_wire.resource([("service.name", "irl-extproc")])
     with OtlpReceiver() as receiver:
-        endpoint = receiver.endpoint
+        endpoint = receiver.endpoint  # stopped again: nothing listens there now
     exporter = OtlpTraceExporter(endpoint, resource, interval=0.05, on_drop=lambda r, n: drops.append((r, n)))
-    exporter._client.timeout = 0.5  # a refused connection fails fast either way
+    exporter.start()
     trace = Tracer(exporter.submit).stream(None)
     trace.finish()
-    exporter.close()
+    await exporter.aclose()
     assert drops == [("export_failed", 1)]
