@@ -19,11 +19,11 @@ import yaml
 
 from irl_extproc.render.validate import validate_with_envoy
 from tests.conftest import REPO
+from tests.unit.test_render_istio import CRD_FILE, crd_schemas
 
 pytestmark = pytest.mark.envoy
 
 BIN = Path(sys.executable).parent
-ISTIO_CRDS = REPO.parent / "shared" / "schemas" / "istio-crds-1.30.3.yaml"
 KUBERNETES_VERSION = "1.33"
 CORE_KINDS = {"Namespace", "ServiceAccount", "ConfigMap", "Service", "Deployment", "PodDisruptionBudget"}
 
@@ -140,30 +140,11 @@ def test_envoyfilter_sends_ext_proc_to_the_irl_service(manifests: list[dict[str,
     assert f"outbound|{grpc_port['port']}||{host}" in yaml.safe_dump(envoy_filter)
 
 
-def _strict(schema: Any) -> Any:
-    """Istio's CRD schemas allow unknown fields; forbid them where the schema lists properties."""
-    if isinstance(schema, dict):
-        strict = {k: _strict(v) for k, v in schema.items()}
-        if "properties" in schema and "additionalProperties" not in schema \
-                and not schema.get("x-kubernetes-preserve-unknown-fields"):
-            strict["additionalProperties"] = False
-        return strict
-    if isinstance(schema, list):
-        return [_strict(item) for item in schema]
-    return schema
-
-
 @pytest.fixture(scope="module")
 def istio_schemas() -> dict[tuple[str, str], Any]:
-    if not ISTIO_CRDS.exists():
-        pytest.skip(f"{ISTIO_CRDS} is not here (only in the project's shared directory)")
-    schemas = {}
-    for crd in yaml.load_all(ISTIO_CRDS.read_text(), Loader=yaml.CSafeLoader):
-        if crd and crd.get("kind") == "CustomResourceDefinition":
-            group, kind = crd["spec"]["group"], crd["spec"]["names"]["kind"]
-            for version in crd["spec"]["versions"]:
-                schemas[(f"{group}/{version['name']}", kind)] = _strict(version["schema"]["openAPIV3Schema"])
-    return schemas
+    if not CRD_FILE.exists():
+        pytest.skip(f"{CRD_FILE} is not here (only in the project's shared directory)")
+    return crd_schemas()  # the renderer tests' strict schemas: unknown fields rejected
 
 
 def test_istio_resources_match_istio_crds(manifests: list[dict[str, Any]],
