@@ -17,7 +17,9 @@ from typing import Any
 
 import uvloop
 
-from irl_extproc.policy.load import PolicyError
+from irl_extproc.policy.load import PolicyError, load_policy
+from irl_extproc.telemetry.setup import TelemetryOptions, options_from_args, worker_arguments
+from irl_extproc.telemetry.setup import add_arguments as add_telemetry_arguments
 
 
 def register(subparsers: Any) -> None:
@@ -28,24 +30,31 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--workers", type=int, default=1, help="server processes (one per core is typical)")
     parser.add_argument("--ready-file", type=Path, help="write the bound port here once serving")
     parser.add_argument("--log-level", default="INFO")
+    add_telemetry_arguments(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        policy = load_policy(args.policy)
+    except PolicyError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    telemetry = options_from_args(args, policy_otlp_endpoint=policy.document.telemetry.otlp_endpoint)
     if args.workers > 1:
-        return _supervise(args)
+        return _supervise(args, telemetry)
     from irl_extproc.server.app import serve
 
     try:
-        uvloop.run(serve(args.policy, f"{args.host}:{args.port}", ready_file=args.ready_file))
+        uvloop.run(serve(args.policy, f"{args.host}:{args.port}", ready_file=args.ready_file, telemetry=telemetry))
     except PolicyError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0
 
 
-def _supervise(args: argparse.Namespace) -> int:
+def _supervise(args: argparse.Namespace, telemetry: TelemetryOptions) -> int:
     """Start one single-process server per port and pass signals on to them."""
     children = []
     for i in range(args.workers):
@@ -63,6 +72,7 @@ def _supervise(args: argparse.Namespace) -> int:
             "--log-level",
             args.log_level,
         ]
+        argv += worker_arguments(telemetry, i)  # each worker: its own metrics port and audit chain
         if args.ready_file:
             argv += ["--ready-file", f"{args.ready_file}.{i}"]
         children.append(subprocess.Popen(argv))

@@ -48,8 +48,8 @@ class Stack:
 
     def render_options(self) -> dict[str, Any]:
         otlp = None
-        if self.args.otlp:
-            host, _, port = self.args.otlp.rpartition(":")
+        if endpoint := self.otlp_endpoint:
+            host, _, port = endpoint.rpartition(":")
             otlp = (host, int(port))
         return {
             "extproc_endpoints": self.endpoints,
@@ -57,6 +57,11 @@ class Stack:
             "listener_port": self.args.listen_port,
             "otlp_endpoint": otlp,
         }
+
+    @property
+    def otlp_endpoint(self) -> str | None:
+        """The CLI's --otlp, else the policy's telemetry.otlp_endpoint (read at start-up)."""
+        return str(self.args.otlp) if self.args.otlp else self.policy.document.telemetry.otlp_endpoint
 
     def start(self) -> None:
         from irl_extproc.render.envoy import render_bootstrap, write_xds
@@ -67,9 +72,11 @@ class Stack:
                 "demo-upstream", [sys.executable, "-m", "irl_extproc.demo.upstream", "--port", str(a.demo_port)]
             )
             demo.wait_ready(http_ok(f"http://127.0.0.1:{a.demo_port}/healthz"))
-        irl = self._spawn(
-            "irl", irl_argv("serve", "--policy", str(a.policy), "--port", str(a.irl_port), "--workers", str(a.workers))
-        )
+        serve = ["serve", "--policy", str(a.policy), "--port", str(a.irl_port), "--workers", str(a.workers)]
+        if self.otlp_endpoint:
+            serve += ["--otlp-endpoint", self.otlp_endpoint]
+        serve += ["--audit-dir", str(self.state / "audit")]  # every decision, hash-chained (irl audit verify)
+        irl = self._spawn("irl", irl_argv(*serve))
         for host, port in self.endpoints:
             irl.wait_ready(grpc_serving(f"{host}:{port}"))
         write_xds(self.policy, self.xds_dir, **self.render_options())
@@ -120,7 +127,7 @@ class Stack:
         return "\n".join(
             [
                 f"IRL is up: Envoy on {base}, IRL on ports {', '.join(str(p) for _, p in self.endpoints)}, "
-                f"policy {self.args.policy} ({self.policy.version[:12]}), logs in {self.state}",
+                f"policy {self.args.policy} ({self.policy.version[:12]}), logs and audit trail in {self.state}",
                 "",
                 "# a normal completion",
                 chat.format(base=base, body=clean),

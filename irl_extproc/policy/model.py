@@ -144,6 +144,15 @@ class Listener(Strict):
     port: int = Field(10000, ge=0, le=65535)
 
 
+class TelemetrySettings(Strict):
+    otlp_endpoint: str | None = Field(
+        None,
+        pattern=r"^[^:\s]+:\d+$",
+        description="OTLP/gRPC collector (host:port) for Envoy's and IRL's traces and IRL's metrics; "
+        "`irl serve --otlp-endpoint` / `irl up --otlp` win over it",
+    )
+
+
 class PolicyDocument(Strict):
     """A whole policy file."""
 
@@ -153,5 +162,6 @@ class PolicyDocument(Strict):
         default_factory=IdentityConfig,
         description="where tenant / api_key / team come from: Envoy metadata, attributes, or Envoy-set headers",
     )
+    telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
     defaults: Layer = Field(default_factory=Layer)
     services: dict[Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")], Service] = Field(min_length=1)

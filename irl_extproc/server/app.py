@@ -17,6 +17,7 @@ from irl_extproc._gen.envoy.service.ext_proc.v3 import external_processor_pb2_gr
 from irl_extproc.contract import ROUTE_METADATA_KEY
 from irl_extproc.server.policy_holder import PolicyHolder
 from irl_extproc.server.processor import StreamProcessor
+from irl_extproc.telemetry.setup import NO_TELEMETRY, Telemetry, TelemetryOptions
 
 log = logging.getLogger("irl.server")
 
@@ -33,8 +34,9 @@ def route_id_from(context: grpc.aio.ServicerContext[ep.ProcessingRequest, ep.Pro
 
 
 class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
-    def __init__(self, holder: PolicyHolder) -> None:
+    def __init__(self, holder: PolicyHolder, telemetry: Telemetry = NO_TELEMETRY) -> None:
         self.holder = holder
+        self.telemetry = telemetry
 
     async def Process(
         self,
@@ -43,7 +45,16 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
     ) -> None:
         # read()/write() rather than an async generator: the processor may also send on its
         # own (a streaming hold-back window released by time), through the same context.
-        processor = StreamProcessor(self.holder.current, route_id_from(context), send=context.write)
+        policy, route_id = self.holder.current, route_id_from(context)
+        route = policy.routes.get(route_id or "")
+        tel = self.telemetry.stream(
+            context.invocation_metadata(),  # Envoy's traceparent: IRL's spans join Envoy's trace
+            service=route.route.service if route else "<none>",
+            route=route_id or "<none>",
+            policy_version=policy.version,
+            mode=route.sentinel.mode if route else "enforce",
+        )
+        processor = StreamProcessor(policy, route_id, send=context.write, telemetry=tel)
         try:
             while (request := await context.read()) != grpc.aio.EOF:
                 response = await processor.handle(request)
@@ -61,9 +72,11 @@ def server_options() -> list[tuple[str, int]]:
     ]
 
 
-async def start_server(holder: PolicyHolder, address: str) -> tuple[grpc.aio.Server, health.aio.HealthServicer, int]:
+async def start_server(
+    holder: PolicyHolder, address: str, telemetry: Telemetry = NO_TELEMETRY
+) -> tuple[grpc.aio.Server, health.aio.HealthServicer, int]:
     server = grpc.aio.server(options=server_options())
-    ep_grpc.add_ExternalProcessorServicer_to_server(ExternalProcessor(holder), server)  # type: ignore[no-untyped-call]
+    ep_grpc.add_ExternalProcessorServicer_to_server(ExternalProcessor(holder, telemetry), server)  # type: ignore[no-untyped-call]
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     port = server.add_insecure_port(address)
@@ -75,10 +88,14 @@ async def start_server(holder: PolicyHolder, address: str) -> tuple[grpc.aio.Ser
     return server, health_servicer, port
 
 
-async def serve(policy_path: Path, address: str, *, ready_file: Path | None = None) -> None:
+async def serve(
+    policy_path: Path, address: str, *, ready_file: Path | None = None, telemetry: TelemetryOptions | None = None
+) -> None:
     """Run until SIGTERM/SIGINT; then stop taking streams and let those in flight finish."""
     holder = PolicyHolder(policy_path)
-    server, health_servicer, port = await start_server(holder, address)
+    hub = Telemetry(telemetry)
+    await hub.start()
+    server, health_servicer, port = await start_server(holder, address, hub)
     log.info("irl ext_proc listening on %s (port %d), policy %s", address, port, holder.current.version[:12])
     if ready_file is not None:
         ready_file.write_text(str(port))  # noqa: ASYNC240 - once, before serving
@@ -94,3 +111,4 @@ async def serve(policy_path: Path, address: str, *, ready_file: Path | None = No
     with contextlib.suppress(asyncio.CancelledError):
         await watcher
     await server.stop(SHUTDOWN_GRACE_SECONDS)
+    await hub.aclose()  # flush spans, metrics and the audit trail after the last stream

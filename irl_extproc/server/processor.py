@@ -7,6 +7,7 @@ FULL_DUPLEX_STREAMED mode, which are held until the end of the body (``None``).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import traceback
 from collections.abc import Awaitable, Callable
@@ -32,11 +33,14 @@ from irl_extproc.engine import (
     settle,
 )
 from irl_extproc.invariants.base import CheckContext
+from irl_extproc.invariants.budget import charges
 from irl_extproc.masking import restore_conversation
 from irl_extproc.server import responses
 from irl_extproc.server.bodies import DECODABLE, BodyBuffer, BodyTooLarge, UndecodableBody, decode_content
 from irl_extproc.streaming.registry import STREAM_CODECS
 from irl_extproc.streaming.stream import ResponseStream, StreamHooks
+from irl_extproc.telemetry.setup import detached_stream
+from irl_extproc.telemetry.stream import StreamTelemetry
 
 log = logging.getLogger("irl.processor")
 
@@ -93,7 +97,13 @@ async def _no_send(_: ep.ProcessingResponse) -> None:
 
 
 class StreamProcessor:
-    def __init__(self, policy: CompiledPolicy, route_id: str | None, send: Send = _no_send) -> None:
+    def __init__(
+        self,
+        policy: CompiledPolicy,
+        route_id: str | None,
+        send: Send = _no_send,
+        telemetry: StreamTelemetry | None = None,
+    ) -> None:
         self.policy = policy  # a snapshot: a reload never changes a stream half-way
         self.send = send  # for replies not triggered by a request (e.g. a timed stream release)
         self.route: CompiledRoute | None = policy.routes.get(route_id or "")
@@ -107,6 +117,9 @@ class StreamProcessor:
         self.status = 0
         self.outcome = Outcome()
         self.stream: ResponseStream | None = None  # a streamed (SSE) response under inspection
+        self.tel = telemetry or detached_stream(self.route_id)  # spans, metrics and audit of this stream
+        self._durable: list[asyncio.Future[Any]] = []  # audit records to be on disk before answering
+        self._charged = False  # a budget charge already went into a decision record
 
     # -- the loop's entry point -------------------------------------------------------------
 
@@ -114,13 +127,17 @@ class StreamProcessor:
         phase = message.WhichOneof("request")
         if phase is None or phase not in responses.PHASE_FIELDS:
             return None  # observability-only or unknown message types need no answer
-        try:
-            handler = getattr(self, f"on_{phase}")
-            result: ep.ProcessingResponse | None = await handler(getattr(message, phase), message)
-        except Reject as reject:
-            return self._reject(phase, reject)
-        except Exception as exc:  # noqa: BLE001 - any bug becomes the policy's fail behaviour
-            return self._internal_error(phase, exc)
+        with self.tel.phase(phase):
+            try:
+                handler = getattr(self, f"on_{phase}")
+                result: ep.ProcessingResponse | None = await handler(getattr(message, phase), message)
+            except Reject as reject:
+                result = self._reject(phase, reject)
+            except Exception as exc:  # noqa: BLE001 - any bug becomes the policy's fail behaviour
+                result = self._internal_error(phase, exc)
+        if self._durable:  # --audit-wait: the decision's record is on disk before Envoy acts on it
+            durable, self._durable = self._durable, []
+            await asyncio.gather(*durable)
         return result
 
     async def close(self) -> None:
@@ -134,6 +151,10 @@ class StreamProcessor:
                 await settle(self.route.request, response, self.context, completed=200 <= self.status < 300)
             except Exception as exc:  # noqa: BLE001 - a failed charge must not break the stream's end
                 log.error("route=%s settle failed: %s", self.route_id, type(exc).__name__)
+            if (spent := charges(self.context)) and not self._charged:
+                with self.tel.phase("settle"):  # a streamed exchange is charged once it has ended
+                    self._audit(self.tel.decide(None, conversation=response, status=self.status, charges=spent))
+        self.tel.close(self.outcome.error if self.outcome.error == "irl_internal_error" else None)
         self.context.state.clear()
 
     # -- phases -----------------------------------------------------------------------------
@@ -144,7 +165,8 @@ class StreamProcessor:
         self.request_id = self.request.headers.get("x-request-id", "")
         # Who the request belongs to, from what Envoy vouches for (docs/budgets.md: trust model).
         self.context.identity = resolve_identity(self.policy.loaded.document.identity, message)
-        self.context.tenant = self.context.identity.get("tenant")
+        self.context.tenant = self.tel.tenant = self.context.identity.get("tenant")
+        self.tel.request_id = self.request_id
         if message.HasField("protocol_config"):
             self.request.body_mode = message.protocol_config.request_body_mode
             self.response.body_mode = message.protocol_config.response_body_mode
@@ -308,12 +330,17 @@ class StreamProcessor:
     async def _evaluate(
         self, side: Side, invariants: tuple[CompiledInvariant, ...], conversation: Conversation, route: CompiledRoute
     ) -> Decision:
-        decision = await evaluate_live(invariants, conversation, self.context, route.sentinel.mode)
-        self._record(side, decision)
+        decision = await evaluate_live(
+            invariants, conversation, self.context, route.sentinel.mode, observe=self.tel.invariant
+        )
+        self._record(side, decision, conversation)
         return decision
 
-    def _record(self, side: Side, decision: Decision) -> None:
+    def _record(self, side: Side, decision: Decision, conversation: Conversation | None = None) -> None:
         side.decision = decision
+        spent = charges(self.context) if side.direction == "response" else []
+        self._charged = self._charged or bool(spent)
+        self._audit(self.tel.decide(decision, conversation=conversation, status=self.status, charges=spent))
         # Monitor findings (e.g. a budget store that was down under fail_open) are recorded too.
         self.outcome.rules += [f.rule for f in decision.findings]
         if decision.verdict != "allow" and (decision.enforced or self.outcome.verdict == "allow"):
@@ -397,6 +424,12 @@ class StreamProcessor:
         else:
             self.outcome.verdict = "error"
             self.outcome.error = code
+        flags = [f"unchecked:{code}"] if passed else []
+        self._audit(self.tel.decide(None, status=self.status, error=None if passed else code, flags=flags))
+
+    def _audit(self, durable: asyncio.Future[Any] | None) -> None:
+        if durable is not None:
+            self._durable.append(durable)
 
     def _pass_unchecked(self, phase: str, reason: str) -> ep.ProcessingResponse:
         """Stop inspecting this side and forward everything held so far unchanged."""
