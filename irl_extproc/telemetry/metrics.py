@@ -128,7 +128,10 @@ class Metrics:
 
     @property
     def instruments(self) -> list[Instrument]:
-        return [v for v in vars(self).values() if isinstance(v, Counter | Histogram)]
+        from irl_extproc.budgets.metrics import BUDGET_METRICS  # budgets count spend in their own module
+
+        own: list[Instrument] = [v for v in vars(self).values() if isinstance(v, Counter | Histogram)]
+        return own + list(BUDGET_METRICS.instruments)
 
 
 def prometheus_name(instrument: Instrument) -> str:
