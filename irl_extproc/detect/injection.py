@@ -26,34 +26,30 @@ from irl_extproc.detect.normalize import Normalized, decoded_views, normalize
 WEIGHTS_FILE = "injection_weights.json.gz"
 WINDOW = 2048  # characters per classifier window
 
-# Digits fold to 0, curly apostrophes to "'", other punctuation (ASCII and common typographic
-# marks) becomes a space: a one-to-one table, which CPython translates fast for ASCII text.
-_PUNCTUATION = string.punctuation.replace("'", "") + "\u201c\u201d\u201e\u00ab\u00bb\u2014\u2013\u2026\u00bf\u00a1"
-_TOKEN_TABLE = str.maketrans(
-    "123456789\u2018\u2019" + _PUNCTUATION, "000000000''" + " " * len(_PUNCTUATION)
-)
+# Punctuation is kept as tokens of its own (optimisation suffixes and delimiter tricks live in
+# it); str.replace per mark present is memchr-fast, unlike translate with multi-character values.
+_PUNCTUATION = tuple(string.punctuation.replace("'", "") + "\u201c\u201d\u201e\u00ab\u00bb\u2014\u2013\u2026")
 
 
 def tokens(text: str) -> list[str]:
-    """The classifier's tokens of a text: lower-case words and digit runs."""
+    """The classifier's tokens of a text: lower-case words, digit runs folded to 0, punctuation."""
     lower = text.lower()
-    if lower.isascii():
-        return lower.translate(_TOKEN_TABLE).split()
-    # Non-ASCII text takes translate's slow path; plain words (most of them) need none.
-    out: list[str] = []
-    add, extend = out.append, out.extend
-    for word in lower.split():
-        if word.isalpha():
-            add(word)
-        else:
-            extend(word.translate(_TOKEN_TABLE).split())
-    return out
+    for digit in "123456789":
+        if digit in lower:
+            lower = lower.replace(digit, "0")
+    for quote in "\u2018\u2019":
+        if quote in lower:
+            lower = lower.replace(quote, "'")
+    for mark in _PUNCTUATION:
+        if mark in lower:
+            lower = lower.replace(mark, f" {mark} ")
+    return lower.split()
 
 
 def char_grams(word: str) -> list[str]:
     """Character 4-grams of `` word `` (with repeats): subword evidence that survives misspelling."""
     padded = f" {word} "
-    return [padded[i:i + 4] for i in range(len(padded) - 3)]
+    return list(map("".join, zip(padded, padded[1:], padded[2:], padded[3:], strict=False)))
 
 
 @dataclass
@@ -69,10 +65,17 @@ class LinearModel:
 
     word_weights: dict[str, float]
     char_weights: dict[str, float]
-    bigram_weights: dict[str, float]
+    bigram_weights: dict[str, float]  # "first second"
     bias: float
     calibration: tuple[float, float]  # p = sigmoid(a * logit + b), fitted on held-out folds
     _word_cache: dict[str, float] = field(default_factory=dict, repr=False)
+    _pair_weights: dict[tuple[str, str], float] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        # Keyed by word pairs: a tuple of two already-hashed words is cheaper than joining them.
+        self._pair_weights = {(a, b): w for key, w in self.bigram_weights.items() for a, b in [key.split(" ", 1)]}
+        for word in self.word_weights:  # the known vocabulary is scored once, at load
+            self._word_score(word)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> LinearModel:
@@ -90,11 +93,11 @@ class LinearModel:
 
     def logit(self, words: list[str]) -> float:
         distinct = set(words)
-        bigrams = set(map(" ".join, pairwise(words)))
+        bigrams = set(pairwise(words))
         n = sum(map(len, distinct)) + len(bigrams)
         if n == 0:
             return self.bias
-        total = sum(map(self._word_score, distinct)) + sum(map(self.bigram_weights.get, bigrams, repeat(0.0)))
+        total = sum(map(self._word_score, distinct)) + sum(map(self._pair_weights.get, bigrams, repeat(0.0)))
         return self.bias + total / math.sqrt(n)
 
     def probability(self, words: list[str]) -> float:
@@ -139,6 +142,7 @@ _ODD = re.compile(r"[{}\[\]()\\<>|=*^~$`_\"'@#%&+/]")
 _WEIRD = re.compile(r"[^\w\s.,!?:;'-]")
 _CAMEL = re.compile(r"[a-z][A-Z]")
 _SUFFIX_TOKENS = 25
+_SUFFIX_REGION = 1500  # characters at the end of the text that the heuristic reads
 # Code and data look symbol-heavy too; their keywords and key/value shapes are not suffix noise.
 _CODE = re.compile(
     r"\b(?:SELECT|FROM|WHERE|null|true|false|def|return|function|const|let|var|import)\b|\"\s*:\s"
@@ -160,7 +164,7 @@ def gibberish_suffix(text: str) -> float:
     Code and formulas are excluded by asking the head to be plain prose and the tail to be
     on one line.
     """
-    tokens = text.split()
+    tokens = text[-_SUFFIX_REGION:].split()  # the suffix and the prose just before it
     if len(tokens) < 8 or "\n" in text.strip()[-200:]:
         return 0.0
     tail = tokens[-_SUFFIX_TOKENS:]

@@ -78,12 +78,14 @@ def normalize(text: str) -> Normalized:
     out: list[str] = []
     pieces: list[tuple[int, int, int]] = []
     signals: set[str] = set()
+    seen: set[str] = set()  # the non-ASCII characters present
     position = length = 0  # in the original / in the output so far
     for run in _NON_ASCII_RUN.finditer(text):
         if run.start() > position:
             pieces.append((length, position, 1))
             out.append(text[position:run.start()])
             length += run.start() - position
+        seen.update(run.group())
         for offset, ch in enumerate(run.group(), run.start()):
             code = ord(ch)
             if 0xE0000 <= code <= 0xE007F:
@@ -103,7 +105,7 @@ def normalize(text: str) -> Normalized:
         pieces.append((length, position, 1))
         out.append(text[position:])
     joined = "".join(out)
-    if _CONFUSABLE_CHARS.isdisjoint(joined):  # the word-by-word pass only when look-alikes occur
+    if _CONFUSABLE_CHARS.isdisjoint(seen):  # the word-by-word pass only when look-alikes occur
         return Normalized(joined, pieces, signals)
     mapped = _WORD_WITH_NON_ASCII.sub(_unconfuse, joined)  # one letter for one: offsets hold
     if mapped != joined:
