@@ -48,7 +48,7 @@ def test_extproc_filter_sits_before_the_router_with_the_agreed_settings() -> Non
     assert ext_proc["grpc_service"] == {"envoy_grpc": {"cluster_name": "irl_extproc"}}
     assert ext_proc["allow_mode_override"] is True
     assert ext_proc["failure_mode_allow"] is False  # one route fails open, the others closed
-    assert ext_proc["message_timeout"] == "0.2s"
+    assert ext_proc["message_timeout"] == "2s"  # the policy default's
     assert ext_proc["metadata_options"] == {"receiving_namespaces": {"untyped": ["irl"]}}
     assert ext_proc["processing_mode"]["request_body_mode"] == "BUFFERED"
 
