@@ -3,7 +3,7 @@
 import importlib.util
 from pathlib import Path
 
-from setuptools import setup
+from setuptools import find_packages, setup
 from setuptools.command.build_py import build_py
 
 
@@ -14,6 +14,9 @@ class BuildWithProtos(build_py):
         protogen = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(protogen)
         protogen.generate(Path("irl_extproc"))  # into the source tree, so editable installs see it too
+        # Packages were discovered before the generated ones existed: add them, or a wheel lacks them.
+        generated = find_packages(include=["irl_extproc._gen", "irl_extproc._gen.*"])
+        self.packages = sorted({*(self.packages or ()), *generated})
         super().run()
 
 

@@ -151,6 +151,9 @@ class TelemetrySettings(Strict):
         description="OTLP/gRPC collector (host:port) for Envoy's and IRL's traces and IRL's metrics; "
         "`irl serve --otlp-endpoint` / `irl up --otlp` win over it",
     )
+    trace_sampling: float = Field(
+        100.0, ge=0.0, le=100.0, description="percent of requests Envoy traces (IRL follows Envoy's decision)"
+    )
 
 
 class PolicyDocument(Strict):

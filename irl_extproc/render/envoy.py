@@ -102,9 +102,9 @@ def rate_limit_filter() -> dict[str, Any]:
     }
 
 
-def _tracing() -> dict[str, Any]:
+def _tracing(sampling_percent: float) -> dict[str, Any]:
     return {
-        "random_sampling": {"value": 100},
+        "random_sampling": {"value": int(sampling_percent) if sampling_percent.is_integer() else sampling_percent},
         "provider": {
             "name": "envoy.tracers.opentelemetry",
             "typed_config": typed(
@@ -148,7 +148,7 @@ def http_connection_manager(render_plan: RenderPlan, *, tracing: bool, xds_dir: 
     ]
     hcm["local_reply_config"] = local_reply_config(render_plan)
     if tracing:
-        hcm["tracing"] = _tracing()
+        hcm["tracing"] = _tracing(render_plan.policy.document.telemetry.trace_sampling)
     return hcm
 
 
