@@ -10,7 +10,8 @@ from setuptools.command.build_py import build_py
 class BuildWithProtos(build_py):
     def run(self) -> None:
         spec = importlib.util.spec_from_file_location("protogen", Path("irl_extproc/protogen.py"))
-        assert spec and spec.loader
+        assert spec
+        assert spec.loader
         protogen = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(protogen)
         protogen.generate(Path("irl_extproc"))  # into the source tree, so editable installs see it too
