@@ -71,8 +71,10 @@ def test_irl_up_runs_the_example_policy_and_reloads_live(tmp_path: Path) -> None
         policy.write_text(text.replace("project\\s+bluebird", "project\\s+(bluebird|redwood)"))
 
         def blocked() -> bool:
+            # Several requests: Envoy round-robins the two IRL workers, and each reloads on its own.
             body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "project redwood?"}]}
-            return httpx.post(f"http://127.0.0.1:{listen}/v1/chat/completions", json=body).status_code == 403
+            url = f"http://127.0.0.1:{listen}/v1/chat/completions"
+            return all(httpx.post(url, json=body).status_code == 403 for _ in range(6))
 
         eventually(blocked)
         # An invalid edit is rejected; the last good policy keeps serving.
