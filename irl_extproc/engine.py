@@ -17,7 +17,7 @@ from irl_extproc.conversation import Conversation
 from irl_extproc.decision import Decision, decide
 from irl_extproc.invariants.base import CheckContext, Finding, Invariant, InvariantConfig, apply_edits
 from irl_extproc.invariants.registry import build
-from irl_extproc.policy.load import LoadedPolicy
+from irl_extproc.policy.load import LoadedPolicy, PolicyError, Problem
 from irl_extproc.policy.resolve import EffectiveSentinel, ResolvedRoute, resolve_routes
 
 
@@ -35,8 +35,14 @@ class CompiledRoute:
     response: tuple[CompiledInvariant, ...]
 
 
-def _compile(configs: tuple[InvariantConfig, ...]) -> tuple[CompiledInvariant, ...]:
-    return tuple(CompiledInvariant(c, build(c)) for c in configs)
+def _compile(configs: tuple[InvariantConfig, ...], where: str, source: str) -> tuple[CompiledInvariant, ...]:
+    compiled = []
+    for index, config in enumerate(configs):
+        try:
+            compiled.append(CompiledInvariant(config, build(config)))
+        except ValueError as exc:  # e.g. a hash redaction whose key variable is unset
+            raise PolicyError([Problem(source, None, f"{where}[{index}].{config.name}", str(exc))]) from None
+    return tuple(compiled)
 
 
 @dataclass(frozen=True)
@@ -50,7 +56,10 @@ class CompiledPolicy:
         for route in resolve_routes(loaded.document):
             if route.sentinel is not None:
                 s = route.sentinel
-                routes[route.id] = CompiledRoute(route, s, _compile(s.request), _compile(s.response))
+                where = f"services.{route.service} route {route.name!r} sentinel"
+                request = _compile(s.request, f"{where}.request", loaded.source)
+                response = _compile(s.response, f"{where}.response", loaded.source)
+                routes[route.id] = CompiledRoute(route, s, request, response)
         return cls(loaded, routes)
 
     @property

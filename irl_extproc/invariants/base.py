@@ -23,6 +23,12 @@ class InvariantConfig(BaseModel):
     # A request-side invariant that must see how the exchange ended (``Settling``, e.g. budget):
     # the route then needs the response headers and body even with no response invariants.
     needs_response: ClassVar[bool] = False
+
+    @property
+    def prepares_request(self) -> bool:
+        """True when the invariant rewrites requests before they go upstream (``prepare``), so a
+        route needs the request body even with no request-side invariants (a response canary)."""
+        return False
     action: Action = Field("block", description="block the message, redact the span, or only monitor")
 
 

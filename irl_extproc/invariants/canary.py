@@ -33,6 +33,10 @@ class CanaryConfig(InvariantConfig):
         description="flag an output that reproduces at least this share of the system prompt's 6-word shingles",
     )
 
+    @property
+    def prepares_request(self) -> bool:
+        return self.inject
+
 
 def _shingles(text: str) -> set[tuple[str, ...]]:
     words = _WORD.findall(text.lower())

@@ -64,6 +64,11 @@ class EffectiveSentinel:
         return bool(self.request or self.response)
 
     @property
+    def needs_request_body(self) -> bool:
+        """Request invariants, or response ones that prepare the request (a canary to plant)."""
+        return bool(self.request) or any(c.prepares_request for c in self.response)
+
+    @property
     def needs_response(self) -> bool:
         """Response invariants, or request ones that must see the response (budgets charge usage)."""
         return bool(self.response) or any(c.needs_response for c in self.request)

@@ -108,7 +108,7 @@ def extproc_per_route(route: ResolvedRoute, sentinel: EffectiveSentinel | None) 
         "processing_mode": {
             "request_header_mode": "SEND",
             "response_header_mode": "SEND" if responses else "SKIP",
-            "request_body_mode": "BUFFERED" if sentinel.request else "NONE",
+            "request_body_mode": "BUFFERED" if sentinel.needs_request_body else "NONE",
             # Full duplex lets IRL hold back part of a streamed (SSE) response and release it
             # rewritten (docs/streaming.md); Envoy requires trailers SEND for it.
             "response_body_mode": "FULL_DUPLEX_STREAMED" if responses else "NONE",

@@ -176,7 +176,7 @@ class StreamProcessor:
         remove: tuple[str, ...] = ()
         if route.sentinel.needs_response:
             remove = ("accept-encoding",)  # ask upstream for identity so responses stay inspectable
-        if route.request:
+        if route.sentinel.needs_request_body:
             self._check_request_headers(route, end_of_stream=headers.end_of_stream)
         return responses.mutate("request_headers", remove_headers=remove)
 
@@ -209,13 +209,14 @@ class StreamProcessor:
 
     async def on_request_body(self, body: ep.HttpBody, _: ep.ProcessingRequest) -> ep.ProcessingResponse | None:
         route, side = self.route, self.request
-        if route is None or not route.request or side.buffer is None:
+        if route is None or side.buffer is None:
             return self._pass_body("request_body", side, body)
         raw = self._collect(side, body)
         if raw is None:
             return None
         conversation = self._decode(side, raw, route)
-        changed = prepare(route.request, conversation, self.context)
+        # Response-side invariants may prepare the request too (a canary in the system prompt).
+        changed = prepare(route.request + route.response, conversation, self.context)
         decision = await self._evaluate(side, route.request, conversation, route)
         self.context.request = conversation
         if decision.acts and decision.verdict == "block":
