@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from irl_extproc.codecs.base import require
-from irl_extproc.conversation import Conversation, JsonPath, Segment, Source, Usage
+from irl_extproc.codecs.base import request_conversation, require, response_conversation
+from irl_extproc.conversation import Conversation, JsonPath, Segment, Source
 
 _ERROR_TYPES = {
     400: "invalid_request_error",
@@ -73,26 +73,15 @@ class AnthropicMessages:
                     Segment("tool_definition", tool["description"], ("tools", i, "description"), tool.get("name"))
                 )
         max_tokens = body.get("max_tokens")
-        return Conversation(
-            direction="request",
-            api_format=self.name,
-            body=body,
-            segments=segments,
-            model=body.get("model") if isinstance(body.get("model"), str) else None,
-            max_tokens=max_tokens if isinstance(max_tokens, int) else None,
-            stream=body.get("stream") is True,
-        )
+        return request_conversation(self.name, body, segments, max_tokens)
 
     def decode_response(self, body: Any) -> Conversation:
         require(isinstance(body, dict) and body.get("type") == "message", "response is not a Messages 'message'")
-        usage = body.get("usage")
-        return Conversation(
-            direction="response",
-            api_format=self.name,
-            body=body,
-            segments=_blocks(body.get("content") or [], "assistant", ("content",)),
-            model=body.get("model") if isinstance(body.get("model"), str) else None,
-            usage=Usage(usage.get("input_tokens"), usage.get("output_tokens")) if isinstance(usage, dict) else None,
+        return response_conversation(
+            self.name,
+            body,
+            _blocks(body.get("content") or [], "assistant", ("content",)),
+            ("input_tokens", "output_tokens"),
         )
 
     def error_body(self, status: int, message: str, code: str) -> dict[str, Any]:

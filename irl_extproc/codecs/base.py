@@ -6,7 +6,7 @@ import json
 from collections.abc import Iterable
 from typing import Any, Protocol
 
-from irl_extproc.conversation import Conversation, JsonPath
+from irl_extproc.conversation import Conversation, JsonPath, Segment, Usage
 from irl_extproc.invariants.base import Finding
 
 
@@ -58,6 +58,36 @@ def as_dict(value: Any, message: str) -> dict[str, Any]:
 def as_list(value: Any, message: str) -> list[Any]:
     require(isinstance(value, list), message)
     return value  # type: ignore[no-any-return]
+
+
+def request_conversation(
+    api_format: str, body: dict[str, Any], segments: list[Segment], max_tokens: Any
+) -> Conversation:
+    """The request-side fields every API shares (model, max tokens, stream)."""
+    return Conversation(
+        direction="request",
+        api_format=api_format,
+        body=body,
+        segments=segments,
+        model=body.get("model") if isinstance(body.get("model"), str) else None,
+        max_tokens=max_tokens if isinstance(max_tokens, int) else None,
+        stream=body.get("stream") is True,
+    )
+
+
+def response_conversation(
+    api_format: str, body: dict[str, Any], segments: list[Segment], usage_keys: tuple[str, str]
+) -> Conversation:
+    """The response-side fields every API shares; ``usage_keys`` name input and output tokens."""
+    usage = body.get("usage")
+    return Conversation(
+        direction="response",
+        api_format=api_format,
+        body=body,
+        segments=segments,
+        model=body.get("model") if isinstance(body.get("model"), str) else None,
+        usage=Usage(usage.get(usage_keys[0]), usage.get(usage_keys[1])) if isinstance(usage, dict) else None,
+    )
 
 
 def set_at(body: Any, path: JsonPath, value: str) -> None:

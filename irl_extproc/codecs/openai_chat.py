@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from irl_extproc.codecs.base import as_dict, as_list, require
-from irl_extproc.conversation import Conversation, JsonPath, Segment, Source, Usage
+from irl_extproc.codecs.base import as_dict, as_list, request_conversation, require, response_conversation
+from irl_extproc.conversation import Conversation, JsonPath, Segment, Source
 
 _ROLE_SOURCE: dict[str, Source] = {
     "system": "system",
@@ -87,15 +87,7 @@ class OpenAIChat:
         if body.get("tools") is not None:
             segments += _tool_definition_segments(body["tools"])
         max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
-        return Conversation(
-            direction="request",
-            api_format=self.name,
-            body=body,
-            segments=segments,
-            model=body.get("model") if isinstance(body.get("model"), str) else None,
-            max_tokens=max_tokens if isinstance(max_tokens, int) else None,
-            stream=body.get("stream") is True,
-        )
+        return request_conversation(self.name, body, segments, max_tokens)
 
     def decode_response(self, body: Any) -> Conversation:
         require(isinstance(body, dict), "response body must be a JSON object")
@@ -109,17 +101,7 @@ class OpenAIChat:
             segments += _content_segments(message.get("content"), "assistant", ("choices", i, "message", "content"))
             if message.get("tool_calls") is not None:
                 segments += _tool_call_segments(message["tool_calls"], ("choices", i, "message", "tool_calls"))
-        usage = body.get("usage")
-        return Conversation(
-            direction="response",
-            api_format=self.name,
-            body=body,
-            segments=segments,
-            model=body.get("model") if isinstance(body.get("model"), str) else None,
-            usage=Usage(usage.get("prompt_tokens"), usage.get("completion_tokens"))
-            if isinstance(usage, dict)
-            else None,
-        )
+        return response_conversation(self.name, body, segments, ("prompt_tokens", "completion_tokens"))
 
     def error_body(self, status: int, message: str, code: str) -> dict[str, Any]:
         kind = "invalid_request_error" if status < 500 else "server_error"

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from irl_extproc.codecs.base import require
+from irl_extproc.codecs.base import request_conversation, require, response_conversation
 from irl_extproc.codecs.openai_chat import OpenAIChat
-from irl_extproc.conversation import Conversation, JsonPath, Segment, Source, Usage
+from irl_extproc.conversation import Conversation, JsonPath, Segment, Source
 
 _ROLE_SOURCE: dict[str, Source] = {"system": "system", "developer": "system", "user": "user",
                                    "assistant": "assistant"}
@@ -64,15 +64,7 @@ class OpenAIResponses:
                 segments.append(Segment("tool_definition", tool["description"], ("tools", i, "description"),
                                         tool.get("name")))
         max_tokens = body.get("max_output_tokens")
-        return Conversation(
-            direction="request",
-            api_format=self.name,
-            body=body,
-            segments=segments,
-            model=body.get("model") if isinstance(body.get("model"), str) else None,
-            max_tokens=max_tokens if isinstance(max_tokens, int) else None,
-            stream=body.get("stream") is True,
-        )
+        return request_conversation(self.name, body, segments, max_tokens)
 
     def decode_response(self, body: Any) -> Conversation:
         require(isinstance(body, dict) and isinstance(body.get("output"), list),
@@ -83,15 +75,7 @@ class OpenAIResponses:
                 segments += _parts(item.get("content") or [], "assistant", ("output", i, "content"))
             elif isinstance(item, dict):
                 segments += _item(item, ("output", i))
-        usage = body.get("usage")
-        return Conversation(
-            direction="response",
-            api_format=self.name,
-            body=body,
-            segments=segments,
-            model=body.get("model") if isinstance(body.get("model"), str) else None,
-            usage=Usage(usage.get("input_tokens"), usage.get("output_tokens")) if isinstance(usage, dict) else None,
-        )
+        return response_conversation(self.name, body, segments, ("input_tokens", "output_tokens"))
 
     def error_body(self, status: int, message: str, code: str) -> dict[str, Any]:
         return OpenAIChat().error_body(status, message, code)  # the same OpenAI error shape
