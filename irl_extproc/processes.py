@@ -22,6 +22,15 @@ class StartupError(RuntimeError):
     pass
 
 
+def die_with_parent() -> None:
+    """In a child (preexec_fn): get SIGTERM if the parent dies, so nothing outlives a SIGKILLed parent."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 class Child:
     """A started process; ``stop()`` always leaves nothing running."""
 
@@ -35,6 +44,7 @@ class Child:
             stderr=subprocess.STDOUT if self._log_file else None,
             env={**os.environ, **(env or {})},
             start_new_session=True,  # Ctrl-C in a terminal goes to us; we stop children in order
+            preexec_fn=die_with_parent,  # noqa: PLW1509 - only calls prctl, safe between fork and exec
         )
 
     def wait_ready(self, check: Callable[[], bool], timeout: float = 30.0) -> None:

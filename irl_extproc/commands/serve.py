@@ -18,6 +18,7 @@ from typing import Any
 import uvloop
 
 from irl_extproc.policy.load import PolicyError, load_policy
+from irl_extproc.processes import die_with_parent
 from irl_extproc.telemetry.setup import TelemetryOptions, options_from_args, worker_arguments
 from irl_extproc.telemetry.setup import add_arguments as add_telemetry_arguments
 
@@ -75,7 +76,7 @@ def _supervise(args: argparse.Namespace, telemetry: TelemetryOptions) -> int:
         argv += worker_arguments(telemetry, i)  # each worker: its own metrics port and audit chain
         if args.ready_file:
             argv += ["--ready-file", f"{args.ready_file}.{i}"]
-        children.append(subprocess.Popen(argv))
+        children.append(subprocess.Popen(argv, preexec_fn=die_with_parent))  # noqa: PLW1509 - prctl only
 
     def forward(signum: int, _: FrameType | None) -> None:
         for child in children:
