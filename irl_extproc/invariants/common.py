@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+from typing import Protocol
+
 from pydantic import Field, model_validator
 
 from irl_extproc.conversation import Conversation, Segment, Source
-from irl_extproc.invariants.base import Action, CheckContext, InvariantConfig
+from irl_extproc.invariants.base import Action, CheckContext, Finding, InvariantConfig, Layer
 from irl_extproc.masking import DEFAULT_KEY_ENV, Masker, Strategy, hash_key_from_env
 
 SCORES_KEY = "scores"  # context.state[SCORES_KEY][invariant name] = highest score seen
@@ -59,3 +62,49 @@ def masker_for(config: MaskedConfig) -> Masker:
 def unredactable(action: Action) -> Action:
     """For findings with nothing to cut out (a missing pattern, bad SQL): redact means block."""
     return "monitor" if action == "monitor" else "block"
+
+
+class DetectedValue(Protocol):
+    """What a value detector (PII, secrets) reports: a kind, the rule, a score and a span."""
+
+    @property
+    def kind(self) -> str: ...
+    @property
+    def rule(self) -> str: ...
+    @property
+    def score(self) -> float: ...
+    @property
+    def start(self) -> int: ...
+    @property
+    def end(self) -> int: ...
+
+
+def masked_findings(
+    config: MaskedConfig,
+    masker: Masker,
+    conversation: Conversation,
+    context: CheckContext,
+    *,
+    detect: Callable[[str], Iterable[DetectedValue]],
+    layer: Callable[[str], Layer],
+    threshold: float,
+) -> list[Finding]:
+    """One finding per detected value in the scoped segments, each with its masked replacement."""
+    findings = []
+    for index, segment in scoped_texts(conversation, config.sources):
+        for m in detect(segment.text):
+            record_score(context, config.name, m.score)
+            findings.append(Finding(
+                invariant=config.name,
+                rule=f"{config.name}.{m.kind}",
+                action=config.action,
+                message=f"{m.kind} found ({m.rule})",
+                layer=layer(m.kind),
+                score=round(m.score, 3),
+                threshold=threshold,
+                segment=index,
+                start=m.start,
+                end=m.end,
+                replacement=masker.mask(m.kind, segment.text[m.start:m.end], context),
+            ))
+    return findings

@@ -9,7 +9,7 @@ from pydantic import Field
 from irl_extproc.conversation import Conversation
 from irl_extproc.detect.pii import DEFAULT_TYPES, detect_pii
 from irl_extproc.invariants.base import Action, CheckContext, Finding
-from irl_extproc.invariants.common import MaskedConfig, masker_for, record_score, scoped_texts
+from irl_extproc.invariants.common import MaskedConfig, masked_findings, masker_for
 
 PiiType = Literal[
     "email", "phone", "credit_card", "iban", "us_ssn", "us_itin", "ip_address", "mac_address",
@@ -37,21 +37,10 @@ class Pii:
         self._masker = masker_for(config)
 
     def check(self, conversation: Conversation, context: CheckContext) -> list[Finding]:
-        c, findings = self.config, []
-        for index, segment in scoped_texts(conversation, c.sources):
-            for m in detect_pii(segment.text, self._types, c.min_score):
-                record_score(context, c.name, m.score)
-                findings.append(Finding(
-                    invariant=c.name,
-                    rule=f"pii.{m.kind}",
-                    action=c.action,
-                    message=f"{m.kind} found ({m.rule})",
-                    layer="context" if m.kind in _CONTEXT_TYPES else "validator",
-                    score=round(m.score, 3),
-                    threshold=c.min_score,
-                    segment=index,
-                    start=m.start,
-                    end=m.end,
-                    replacement=self._masker.mask(m.kind, segment.text[m.start:m.end], context),
-                ))
-        return findings
+        c = self.config
+        return masked_findings(
+            c, self._masker, conversation, context,
+            detect=lambda text: detect_pii(text, self._types, c.min_score),
+            layer=lambda kind: "context" if kind in _CONTEXT_TYPES else "validator",
+            threshold=c.min_score,
+        )

@@ -9,7 +9,7 @@ from pydantic import Field
 from irl_extproc.conversation import Conversation
 from irl_extproc.detect.secrets import detect_secrets
 from irl_extproc.invariants.base import Action, CheckContext, Finding
-from irl_extproc.invariants.common import MaskedConfig, masker_for, record_score, scoped_texts
+from irl_extproc.invariants.common import MaskedConfig, masked_findings, masker_for
 
 
 class SecretsConfig(MaskedConfig):
@@ -27,21 +27,10 @@ class Secrets:
         self._masker = masker_for(config)
 
     def check(self, conversation: Conversation, context: CheckContext) -> list[Finding]:
-        c, findings = self.config, []
-        for index, segment in scoped_texts(conversation, c.sources):
-            for m in detect_secrets(segment.text, c.min_score, c.entropy):
-                record_score(context, c.name, m.score)
-                findings.append(Finding(
-                    invariant=c.name,
-                    rule=f"secrets.{m.kind}",
-                    action=c.action,
-                    message=f"{m.kind} found ({m.rule})",
-                    layer="pattern" if m.kind != "high_entropy" else "heuristic",
-                    score=m.score,
-                    threshold=c.min_score,
-                    segment=index,
-                    start=m.start,
-                    end=m.end,
-                    replacement=self._masker.mask(m.kind, segment.text[m.start:m.end], context),
-                ))
-        return findings
+        c = self.config
+        return masked_findings(
+            c, self._masker, conversation, context,
+            detect=lambda text: detect_secrets(text, c.min_score, c.entropy),
+            layer=lambda kind: "heuristic" if kind == "high_entropy" else "pattern",
+            threshold=c.min_score,
+        )
