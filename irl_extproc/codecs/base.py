@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable
 from typing import Any, Protocol
 
@@ -26,6 +27,26 @@ class Codec(Protocol):
         ...
 
 
+# JSON can escape half a UTF-16 surrogate pair ("\ud800"); Python decodes it into a string that
+# cannot be encoded as UTF-8 again (not by the detectors' RE2, not when a redacted body is written).
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+class UnpairedSurrogate(ValueError):
+    pass
+
+
+def loads_unicode(text: str) -> Any:
+    """``json.loads`` that refuses strings which are not Unicode (unpaired surrogate escapes)."""
+    document = json.loads(text)
+    if _SURROGATE_ESCAPE.search(text):  # rare: escaped pairs (emoji) land here too, and pass
+        try:
+            json.dumps(document, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise UnpairedSurrogate("an unpaired UTF-16 surrogate escape (\\uD800-\\uDFFF)") from None
+    return document
+
+
 def parse_json(raw: bytes) -> Any:
     try:
         text = raw.decode("utf-8")
@@ -34,9 +55,11 @@ def parse_json(raw: bytes) -> Any:
     if not text.strip():
         raise CodecError("body is empty")
     try:
-        return json.loads(text)
+        return loads_unicode(text)
     except json.JSONDecodeError as exc:
         raise CodecError(f"body is not valid JSON (line {exc.lineno}, column {exc.colno})") from None
+    except UnpairedSurrogate as exc:
+        raise CodecError(f"body has {exc}") from None
     except RecursionError:
         raise CodecError("body JSON is nested too deeply") from None
 

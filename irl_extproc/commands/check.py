@@ -20,7 +20,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TextIO
 
-from irl_extproc.codecs.base import CodecError
+from irl_extproc.codecs.base import CodecError, UnpairedSurrogate, loads_unicode
 from irl_extproc.codecs.registry import codec_for
 from irl_extproc.conversation import Conversation, Segment
 from irl_extproc.decision import Decision
@@ -137,7 +137,7 @@ def _run_jsonl(route: CompiledRoute, direction: str, path: Path, out: TextIO) ->
                 continue
             result: dict[str, Any] = {"line": number}
             try:
-                item = json.loads(line)
+                item = loads_unicode(line)
                 if not isinstance(item, dict) or not ("text" in item or "body" in item):
                     raise CodecError('each line must be an object with "text" or "body"')
                 conversation, decision, scores = evaluate_one(route, direction, item)
@@ -145,6 +145,8 @@ def _run_jsonl(route: CompiledRoute, direction: str, path: Path, out: TextIO) ->
                            "findings": [_finding_json(f, conversation) for f in decision.findings]}
             except json.JSONDecodeError as exc:
                 result |= {"verdict": "error", "error": f"line is not JSON (column {exc.colno})"}
+            except UnpairedSurrogate as exc:
+                result |= {"verdict": "error", "error": f"line has {exc}"}
             except CodecError as exc:
                 result |= {"verdict": "error", "error": str(exc)}
             out.write(json.dumps(result, ensure_ascii=False) + "\n")
@@ -165,8 +167,8 @@ def run(args: argparse.Namespace) -> int:
         if args.jsonl is not None:
             return _run_jsonl(route, args.direction, args.jsonl, sys.stdout)
         try:
-            body = json.loads(args.body.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            body = loads_unicode(args.body.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
             raise CheckError(f"cannot read {args.body}: {exc}") from None
         conversation, decision, scores = evaluate_one(route, args.direction, {"body": body})
     except CheckError as exc:

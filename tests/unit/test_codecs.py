@@ -131,11 +131,17 @@ def test_unreadable_openai_bodies_name_the_problem(body: Any, message: str) -> N
 
 @pytest.mark.parametrize(
     ("raw", "message"),
-    [(b"\xc3\x28", "not valid UTF-8"), (b"", "empty"), (b"{", "not valid JSON"), (b"[" * 100_000, "nested too deeply")],
+    [(b"\xc3\x28", "not valid UTF-8"), (b"", "empty"), (b"{", "not valid JSON"), (b"[" * 100_000, "nested too deeply"),
+     (b'{"messages": [{"role": "user", "content": "a\\ud800b"}]}', "unpaired UTF-16 surrogate"),
+     (b'{"\\uDC00": 1}', "unpaired UTF-16 surrogate")],
 )
 def test_parse_json_errors_are_clear(raw: bytes, message: str) -> None:
     with pytest.raises(CodecError, match=message):
         parse_json(raw)
+
+
+def test_escaped_surrogate_pairs_are_text() -> None:
+    assert parse_json(b'{"content": "\\ud83d\\ude00 \\u00e9"}') == {"content": "\U0001f600 \u00e9"}
 
 
 def test_auto_format_by_path() -> None:
