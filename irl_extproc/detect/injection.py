@@ -48,8 +48,11 @@ def tokens(text: str) -> list[str]:
 
 def char_grams(word: str) -> list[str]:
     """Character 4-grams of `` word `` (with repeats): subword evidence that survives misspelling."""
-    padded = f" {word} "
-    return list(map("".join, zip(padded, padded[1:], padded[2:], padded[3:], strict=False)))
+    return list(map(f" {word} ".__getitem__, _GRAMS[: len(word) - 1]))
+
+
+# The slices of a padded word that are its 4-grams; a token never outgrows its window.
+_GRAMS = tuple(slice(i, i + 4) for i in range(WINDOW))
 
 
 @dataclass
@@ -74,8 +77,7 @@ class LinearModel:
     def __post_init__(self) -> None:
         # Keyed by word pairs: a tuple of two already-hashed words is cheaper than joining them.
         self._pair_weights = {(a, b): w for key, w in self.bigram_weights.items() for a, b in [key.split(" ", 1)]}
-        for word in self.word_weights:  # the known vocabulary is scored once, at load
-            self._word_score(word)
+        self._remember(set(self.word_weights))  # the known vocabulary is scored once, at load
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> LinearModel:
@@ -84,12 +86,17 @@ class LinearModel:
                    (float(a), float(b)))
 
     def _word_score(self, word: str) -> float:
-        score = self._word_cache.get(word)
-        if score is None:
-            score = self.word_weights.get(word, 0.0) + sum(map(self.char_weights.get, char_grams(word), repeat(0.0)))
-            if len(self._word_cache) < _WORD_CACHE_SIZE:
-                self._word_cache[word] = score
-        return score
+        return self.word_weights.get(word, 0.0) + sum(map(self.char_weights.get, char_grams(word), repeat(0.0)))
+
+    def _remember(self, words: set[str]) -> None:
+        """Score words not seen before; the cache starts over (vocabulary kept) when full."""
+        cache = self._word_cache
+        if len(cache) + len(words) > _WORD_CACHE_SIZE:
+            vocabulary = {word: cache[word] for word in self.word_weights}
+            cache.clear()
+            cache.update(vocabulary)
+        for word in words:
+            cache[word] = self._word_score(word)
 
     def logit(self, words: list[str]) -> float:
         distinct = set(words)
@@ -97,7 +104,11 @@ class LinearModel:
         n = sum(map(len, distinct)) + len(bigrams)
         if n == 0:
             return self.bias
-        total = sum(map(self._word_score, distinct)) + sum(map(self._pair_weights.get, bigrams, repeat(0.0)))
+        unseen = distinct.difference(self._word_cache)
+        if unseen:
+            self._remember(unseen)
+        total = sum(map(self._word_cache.__getitem__, distinct))
+        total += sum(map(self._pair_weights.get, bigrams, repeat(0.0)))
         return self.bias + total / math.sqrt(n)
 
     def probability(self, words: list[str]) -> float:

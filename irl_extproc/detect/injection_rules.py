@@ -178,20 +178,16 @@ class RuleHit:
     end: int
 
 
-_LONG = 4096
-# One RE2 pass tells which rules can match; only those run on ``re``.
+# One RE2 pass tells which rules can match; RE2 then finds where, and only there ``re`` confirms.
 _GATE = Gate([rule.regex.pattern for rule in RULES])
 
 
 def rule_hits(lower: str) -> list[RuleHit]:
     """The first hit of every rule in a lower-cased, normalised text."""
     hits = []
-    for index in _GATE.candidates(lower):
+    for index, start in _GATE.starts(lower):
         rule = RULES[index]
-        # On long text RE2 finds the spot fast and ``re`` confirms from there; on short text the
-        # extra pass costs more than it saves.
-        start = _GATE.first(index, lower) if len(lower) > _LONG else 0
-        m = rule.regex.search(lower, start) if start is not None else None
+        m = rule.regex.search(lower, start)
         if m is not None:
             hits.append(RuleHit(rule, m.start(), m.end()))
     return hits

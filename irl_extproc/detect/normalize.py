@@ -38,6 +38,8 @@ _CONFUSABLES = str.maketrans(
 )
 _CONFUSABLE_CHARS = frozenset(chr(c) for c in _CONFUSABLES)
 _NON_ASCII_RUN = re.compile(r"[^\x00-\x7f]+")
+# Characters that normalisation drops or decodes even where NFKC keeps them (a fixed class).
+_HIDDEN = re.compile("[" + "".join(map(chr, sorted(_INVISIBLE))) + "\U000e0000-\U000e007f]")
 _WORD_WITH_NON_ASCII = re.compile(r"\w*[^\x00-\x7f]\w*")
 _LATIN = re.compile(r"[A-Za-z]")
 
@@ -81,36 +83,46 @@ def normalize(text: str) -> Normalized:
     seen: set[str] = set()  # the non-ASCII characters present
     position = length = 0  # in the original / in the output so far
     for run in _NON_ASCII_RUN.finditer(text):
+        seen.update(run.group())
+        if unicodedata.is_normalized("NFKC", run.group()) and not _HIDDEN.search(run.group()):
+            continue  # most non-ASCII text (accents, other scripts) is kept as it is, with its context
         if run.start() > position:
             pieces.append((length, position, 1))
             out.append(text[position:run.start()])
             length += run.start() - position
-        seen.update(run.group())
         for offset, ch in enumerate(run.group(), run.start()):
-            code = ord(ch)
-            if 0xE0000 <= code <= 0xE007F:
-                signals.add("tag_smuggling")
-                folded = chr(code - 0xE0000) if 0xE0020 <= code <= 0xE007E else ""
-            elif code in _INVISIBLE:
-                signals.add("invisible_chars")
-                folded = ""
-            else:
-                folded = unicodedata.normalize("NFKC", ch)
+            folded = _fold(ch, signals)
             if folded:
                 pieces.append((length, offset, 0))
                 out.append(folded)
                 length += len(folded)
         position = run.end()
-    if position < len(text):
-        pieces.append((length, position, 1))
-        out.append(text[position:])
-    joined = "".join(out)
+    mapping: list[tuple[int, int, int]] | None = pieces
+    if position == 0:  # nothing folded: offsets map one to one
+        joined, mapping = text, None
+    else:
+        if position < len(text):
+            pieces.append((length, position, 1))
+            out.append(text[position:])
+        joined = "".join(out)
     if _CONFUSABLE_CHARS.isdisjoint(seen):  # the word-by-word pass only when look-alikes occur
-        return Normalized(joined, pieces, signals)
+        return Normalized(joined, mapping, signals)
     mapped = _WORD_WITH_NON_ASCII.sub(_unconfuse, joined)  # one letter for one: offsets hold
     if mapped != joined:
         signals.add("homoglyphs")
-    return Normalized(mapped, pieces, signals)
+    return Normalized(mapped, mapping, signals)
+
+
+def _fold(ch: str, signals: set[str]) -> str:
+    """One non-ASCII character as the detectors read it; notes the trick if it was one."""
+    code = ord(ch)
+    if 0xE0000 <= code <= 0xE007F:
+        signals.add("tag_smuggling")
+        return chr(code - 0xE0000) if 0xE0020 <= code <= 0xE007E else ""
+    if code in _INVISIBLE:
+        signals.add("invisible_chars")
+        return ""
+    return unicodedata.normalize("NFKC", ch)
 
 
 def _unconfuse(word: re.Match[str]) -> str:
@@ -124,13 +136,19 @@ def _unconfuse(word: re.Match[str]) -> str:
 # --- encoded segments ------------------------------------------------------------------------
 
 # RE2 (linear, fast on long text); scanning left to right, runs are found whole.
-_BASE64 = re2.compile(r"[A-Za-z0-9+/_-]{16,}={0,2}")
-_HEX = re2.compile(r"(?:[0-9A-Fa-f]{2}[ :]?){12,}")
+_BASE64 = re2.compile(rb"[A-Za-z0-9+/_-]{16,}={0,2}")
+_HEX = re2.compile(rb"(?:[0-9A-Fa-f]{2}[ :]?){12,}")
 _LEET_WORD = re.compile(r"\b(?=\w*[a-z])(?=\w*[013457@$])[a-z0-9@$]{3,}\b", re.IGNORECASE)
 _LEET = str.maketrans("013457@$", "oieastas")
 _MAX_DECODED = 8192
 _MAX_WHOLE_VIEW = 8192
-_COMMON_WORDS = re.compile(r"(?i)\b(?:the|and|you|to|of|is|that|it|for|in|are|with|this|what|how)\b")
+# Cheap RE2 gates on the UTF-8 bytes (no offsets needed) decide whether a whole-text re-reading
+# is worth building: words mixing letters and leet digits, and common English words as they
+# read in rot13 ("the" -> "gur"), so the text is rotated only when the rotation reads as English.
+_LEET_CANDIDATE = re2.compile(rb"(?i)\b[a-z0-9@$]*(?:[a-z][a-z0-9@$]*[013457@$]|[013457@$][a-z0-9@$]*[a-z])")
+_COMMON_WORDS = ("the", "and", "you", "to", "of", "is", "that", "it", "for", "in", "are", "with", "this", "what", "how")
+_COMMON_WORDS_IN_ROT13 = re2.compile(
+    rb"(?i)\b(?:" + "|".join(codecs.encode(word, "rot13") for word in _COMMON_WORDS).encode() + rb")\b")
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,31 +173,40 @@ def _readable(raw: bytes) -> str | None:
 def decoded_views(text: str) -> list[DecodedView]:
     """Readable text hidden in base64/hex runs, plus rot13 and de-leeted views when plausible."""
     views: list[DecodedView] = []
-    for m in _BASE64.finditer(text):
-        chunk = m.group().rstrip("=")
+    # RE2 scans the UTF-8 bytes: offsets are mapped back to characters only for what is kept.
+    raw = text.encode()
+    ascii_only = len(raw) == len(text)
+
+    def view(encoding: str, start: int, end: int, decoded: str) -> DecodedView:
+        if ascii_only:
+            return DecodedView(encoding, start, end, decoded)
+        head = len(raw[:start].decode())
+        return DecodedView(encoding, head, head + len(raw[start:end].decode()), decoded)
+
+    for m in _BASE64.finditer(raw):
+        chunk = m.group().rstrip(b"=")
         if chunk.isalpha() or chunk.isdigit():  # plain words or numbers, not an encoding
             continue
-        padded = chunk + "=" * (-len(chunk) % 4)
+        padded = chunk + b"=" * (-len(chunk) % 4)
         try:
-            raw = base64.b64decode(padded.replace("-", "+").replace("_", "/"), validate=True)
+            data = base64.b64decode(padded.replace(b"-", b"+").replace(b"_", b"/"), validate=True)
         except (binascii.Error, ValueError):
             continue
-        decoded = _readable(raw[:_MAX_DECODED])
+        decoded = _readable(data[:_MAX_DECODED])
         if decoded:
-            views.append(DecodedView("base64", m.start(), m.end(), decoded))
-    for m in _HEX.finditer(text):
-        digits = re.sub(r"[ :]", "", m.group())
-        if len(digits) % 2:
-            digits = digits[:-1]
-        decoded = _readable(bytes.fromhex(digits)[:_MAX_DECODED])
+            views.append(view("base64", m.start(), m.end(), decoded))
+    for m in _HEX.finditer(raw):
+        digits = m.group().replace(b" ", b"").replace(b":", b"")
+        decoded = _readable(bytes.fromhex(digits[: len(digits) // 2 * 2].decode())[:_MAX_DECODED])
         if decoded:
-            views.append(DecodedView("hex", m.start(), m.end(), decoded))
+            views.append(view("hex", m.start(), m.end(), decoded))
     if len(text) > _MAX_WHOLE_VIEW:
         return views  # whole-text re-readings are for prompts, not long documents
-    leet = [m for m in _LEET_WORD.finditer(text) if not m.group().isdigit()]
-    if len(leet) >= 2:
-        views.append(DecodedView("leetspeak", 0, len(text), _LEET_WORD.sub(lambda m: m.group().translate(_LEET), text)))
-    rotated = codecs.encode(text, "rot13")
-    if len(_COMMON_WORDS.findall(rotated)) >= 2:  # only when the rot13 reading has English in it
-        views.append(DecodedView("rot13", 0, len(text), rotated))
+    if len(_LEET_CANDIDATE.findall(raw)) >= 2:
+        leet = [m for m in _LEET_WORD.finditer(text) if not m.group().isdigit()]
+        if len(leet) >= 2:
+            views.append(DecodedView("leetspeak", 0, len(text),
+                                     _LEET_WORD.sub(lambda m: m.group().translate(_LEET), text)))
+    if len(_COMMON_WORDS_IN_ROT13.findall(raw)) >= 2:  # only when the rot13 reading has English in it
+        views.append(DecodedView("rot13", 0, len(text), codecs.encode(text, "rot13")))
     return views
