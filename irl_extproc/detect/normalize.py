@@ -36,7 +36,7 @@ _CONFUSABLES = str.maketrans(
     "\ua7b5",
     "abekmhopctyxsijdqwbhABEKMHOPCTYXSIJaovikptuxeABEZHIKMNOPTYXgijlab",
 )
-_CONFUSABLE_CHARS = frozenset(chr(c) for c in _CONFUSABLES)
+_CONFUSABLE = re.compile("[" + "".join(sorted(chr(c) for c in _CONFUSABLES)) + "]")
 _NON_ASCII_RUN = re.compile(r"[^\x00-\x7f]+")
 # Characters that normalisation drops or decodes even where NFKC keeps them (a fixed class).
 _HIDDEN = re.compile("[" + "".join(map(chr, sorted(_INVISIBLE))) + "\U000e0000-\U000e007f]")
@@ -77,15 +77,28 @@ _BIG = 1 << 62
 def normalize(text: str) -> Normalized:
     if text.isascii():
         return Normalized(text)
+    signals: set[str] = set()
+    # Most non-ASCII text (accents, other scripts) is already NFKC and hides nothing: one check each.
+    if unicodedata.is_normalized("NFKC", text) and not _HIDDEN.search(text):
+        folded, pieces = text, None
+    else:
+        folded, pieces = _fold_runs(text, signals)
+    if not _CONFUSABLE.search(folded):  # the word-by-word pass only when look-alikes occur
+        return Normalized(folded, pieces, signals)
+    mapped = _WORD_WITH_NON_ASCII.sub(_unconfuse, folded)  # one letter for one: offsets hold
+    if mapped != folded:
+        signals.add("homoglyphs")
+    return Normalized(mapped, pieces, signals)
+
+
+def _fold_runs(text: str, signals: set[str]) -> tuple[str, list[tuple[int, int, int]] | None]:
+    """The text with its non-ASCII runs folded, and the map back (None: nothing changed)."""
     out: list[str] = []
     pieces: list[tuple[int, int, int]] = []
-    signals: set[str] = set()
-    seen: set[str] = set()  # the non-ASCII characters present
     position = length = 0  # in the original / in the output so far
     for run in _NON_ASCII_RUN.finditer(text):
-        seen.update(run.group())
         if unicodedata.is_normalized("NFKC", run.group()) and not _HIDDEN.search(run.group()):
-            continue  # most non-ASCII text (accents, other scripts) is kept as it is, with its context
+            continue  # kept as it is, with the text around it
         if run.start() > position:
             pieces.append((length, position, 1))
             out.append(text[position:run.start()])
@@ -97,20 +110,12 @@ def normalize(text: str) -> Normalized:
                 out.append(folded)
                 length += len(folded)
         position = run.end()
-    mapping: list[tuple[int, int, int]] | None = pieces
-    if position == 0:  # nothing folded: offsets map one to one
-        joined, mapping = text, None
-    else:
-        if position < len(text):
-            pieces.append((length, position, 1))
-            out.append(text[position:])
-        joined = "".join(out)
-    if _CONFUSABLE_CHARS.isdisjoint(seen):  # the word-by-word pass only when look-alikes occur
-        return Normalized(joined, mapping, signals)
-    mapped = _WORD_WITH_NON_ASCII.sub(_unconfuse, joined)  # one letter for one: offsets hold
-    if mapped != joined:
-        signals.add("homoglyphs")
-    return Normalized(mapped, mapping, signals)
+    if position == 0:
+        return text, None
+    if position < len(text):
+        pieces.append((length, position, 1))
+        out.append(text[position:])
+    return "".join(out), pieces
 
 
 def _fold(ch: str, signals: set[str]) -> str:
