@@ -19,7 +19,9 @@ import codecs
 import re
 import unicodedata
 from bisect import bisect_right
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import cache
 
 import re2
 
@@ -36,12 +38,37 @@ _CONFUSABLES = str.maketrans(
     "\ua7b5",
     "abekmhopctyxsijdqwbhABEKMHOPCTYXSIJaovikptuxeABEZHIKMNOPTYXgijlab",
 )
-_CONFUSABLE = re.compile("[" + "".join(sorted(chr(c) for c in _CONFUSABLES)) + "]")
-_NON_ASCII_RUN = re.compile(r"[^\x00-\x7f]+")
-# Characters that normalisation drops or decodes even where NFKC keeps them (a fixed class).
-_HIDDEN = re.compile("[" + "".join(map(chr, sorted(_INVISIBLE))) + "\U000e0000-\U000e007f]")
+_TAGS = range(0xE0000, 0xE0080)
 _WORD_WITH_NON_ASCII = re.compile(r"\w*[^\x00-\x7f]\w*")
 _LATIN = re.compile(r"[A-Za-z]")
+
+
+def _re2_class(codes: Iterable[int]) -> str:
+    """An RE2 character class of these code points, as ranges."""
+    ranges: list[list[int]] = []
+    for code in sorted(codes):
+        if ranges and ranges[-1][1] == code - 1:
+            ranges[-1][1] = code
+        else:
+            ranges.append([code, code])
+    return "[" + "".join(f"\\x{{{a:x}}}" + (f"-\\x{{{b:x}}}" if b > a else "") for a, b in ranges) + "]"
+
+
+# RE2 scans the UTF-8 bytes for these (Python's ``re`` costs ~10 ns a character even for a class).
+_CONFUSABLE = re2.compile(_re2_class(_CONFUSABLES))
+
+
+@cache
+def _foldable() -> re2._Regexp:
+    """Runs of the characters ``_fold`` may change: invisible ones, tags, what NFKC rewrites.
+
+    One scan for them is far cheaper than folding every non-ASCII character. The Basic
+    Multilingual Plane's are listed exactly (built once, about 20 ms); characters beyond it are
+    rare, so all of them are folded one by one.
+    """
+    nfkc = (c for c in range(0x80, 0x10000) if unicodedata.normalize("NFKC", chr(c)) != chr(c))
+    members = _re2_class({*nfkc, *_INVISIBLE})
+    return re2.compile(f"(?:{members}|[\\x{{10000}}-\\x{{10ffff}}])+")
 
 
 @dataclass(slots=True)
@@ -78,12 +105,8 @@ def normalize(text: str) -> Normalized:
     if text.isascii():
         return Normalized(text)
     signals: set[str] = set()
-    # Most non-ASCII text (accents, other scripts) is already NFKC and hides nothing: one check each.
-    if unicodedata.is_normalized("NFKC", text) and not _HIDDEN.search(text):
-        folded, pieces = text, None
-    else:
-        folded, pieces = _fold_runs(text, signals)
-    if not _CONFUSABLE.search(folded):  # the word-by-word pass only when look-alikes occur
+    folded, pieces = _fold_runs(text, signals)
+    if not _CONFUSABLE.search(folded.encode()):  # the word-by-word pass only when look-alikes occur
         return Normalized(folded, pieces, signals)
     mapped = _WORD_WITH_NON_ASCII.sub(_unconfuse, folded)  # one letter for one: offsets hold
     if mapped != folded:
@@ -92,25 +115,27 @@ def normalize(text: str) -> Normalized:
 
 
 def _fold_runs(text: str, signals: set[str]) -> tuple[str, list[tuple[int, int, int]] | None]:
-    """The text with its non-ASCII runs folded, and the map back (None: nothing changed)."""
+    """The text with its foldable runs folded, and the map back (None: nothing changed)."""
+    raw = text.encode()
     out: list[str] = []
     pieces: list[tuple[int, int, int]] = []
-    position = length = 0  # in the original / in the output so far
-    for run in _NON_ASCII_RUN.finditer(text):
-        if unicodedata.is_normalized("NFKC", run.group()) and not _HIDDEN.search(run.group()):
-            continue  # kept as it is, with the text around it
-        if run.start() > position:
+    position = length = 0  # characters, in the original / in the output so far
+    seen_bytes = 0  # ``raw[:seen_bytes]`` is ``text[:position]``
+    for run in _foldable().finditer(raw):  # everything else is kept as it is
+        start = position + len(raw[seen_bytes:run.start()].decode())
+        chars = run.group().decode()
+        if start > position:
             pieces.append((length, position, 1))
-            out.append(text[position:run.start()])
-            length += run.start() - position
-        for offset, ch in enumerate(run.group(), run.start()):
+            out.append(text[position:start])
+            length += start - position
+        for offset, ch in enumerate(chars, start):
             folded = _fold(ch, signals)
             if folded:
                 pieces.append((length, offset, 0))
                 out.append(folded)
                 length += len(folded)
-        position = run.end()
-    if position == 0:
+        position, seen_bytes = start + len(chars), run.end()
+    if not out and position == 0:
         return text, None
     if position < len(text):
         pieces.append((length, position, 1))
@@ -121,7 +146,7 @@ def _fold_runs(text: str, signals: set[str]) -> tuple[str, list[tuple[int, int, 
 def _fold(ch: str, signals: set[str]) -> str:
     """One non-ASCII character as the detectors read it; notes the trick if it was one."""
     code = ord(ch)
-    if 0xE0000 <= code <= 0xE007F:
+    if code in _TAGS:
         signals.add("tag_smuggling")
         return chr(code - 0xE0000) if 0xE0020 <= code <= 0xE007E else ""
     if code in _INVISIBLE:
