@@ -71,6 +71,9 @@ class Invariant(Protocol):
     Optional marker: ``whole_response = True`` for invariants that can only judge a complete
     response (json_schema, sql, must-match patterns); a stream is then buffered or checked
     at its end, as ``sentinel.stream_whole_response`` says (docs/streaming.md).
+    Optional hook: ``hold(segment, context) -> int``, for streams: the offset in
+    ``segment.text`` from which more text could still change the verdict (``len(text)``:
+    none). Without it a stream holds its whole window for the invariant.
     """
 
     def check(self, conversation: Conversation, context: CheckContext) -> list[Finding]: ...

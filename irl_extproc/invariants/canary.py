@@ -7,8 +7,11 @@ or that reproduces a large share of the request's system prompt, is flagged.
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import re
 import secrets
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from pydantic import Field
@@ -19,6 +22,7 @@ from irl_extproc.invariants.base import Action, CheckContext, Finding, Invariant
 from irl_extproc.invariants.common import unredactable
 
 STATE_KEY = "canary"
+_REFERENCE_KEY = "canary.reference"  # the system prompt's words and shingles, once per stream
 _WORD = re.compile(r"\w+")
 _SHINGLE = 6  # words per shingle for the overlap measure
 
@@ -39,8 +43,60 @@ class CanaryConfig(InvariantConfig):
 
 
 def _shingles(text: str) -> set[tuple[str, ...]]:
-    words = _WORD.findall(text.lower())
+    return _shingles_of(_WORD.findall(text.lower()))
+
+
+def _shingles_of(words: list[str]) -> set[tuple[str, ...]]:
     return {tuple(words[i:i + _SHINGLE]) for i in range(len(words) - _SHINGLE + 1)}
+
+
+def _unfinished_token(text: str, token: str) -> int:
+    """Length of the longest end of ``text`` that begins the token (it may still arrive whole)."""
+    for length in range(min(len(token), len(text)), 0, -1):
+        if text.endswith(token[:length]):
+            return length
+    return 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Reference:
+    """The request's system prompt (without the canary line), as the overlap measure reads it."""
+
+    words: list[str]
+    shingles: set[tuple[str, ...]]
+    at: dict[str, list[int]]  # word -> its positions in ``words``
+    vocabulary: list[str]  # sorted: the words a partial word may begin
+
+    @classmethod
+    def of(cls, system: str) -> _Reference:
+        words = _WORD.findall(system.lower())
+        at: dict[str, list[int]] = {}
+        for position, word in enumerate(words):
+            at.setdefault(word, []).append(position)
+        return cls(words, _shingles_of(words), at, sorted(at))
+
+    def copy_start(self, text: str) -> int:
+        """Where the run of words at the end of ``text`` that the system prompt also has, in
+        order, starts (``len(text)``: none). A last word still arriving need only begin one."""
+        words = list(_WORD.finditer(text.lower()))
+        if not words:
+            return len(text)
+        last = words[-1].group()
+        ends = list(self.at.get(last, ()))
+        if words[-1].end() == len(text):
+            first = bisect.bisect_left(self.vocabulary, last)
+            for word in itertools.takewhile(lambda w: w.startswith(last), self.vocabulary[first:]):
+                ends += self.at[word] if word != last else ()
+        best = 0
+        for end in ends:
+            run = 1
+            while run < len(words) and run <= end and words[-1 - run].group() == self.words[end - run]:
+                run += 1
+            best = max(best, run)
+        return words[-best].start() if best else len(text)
+
+
+_NO_REFERENCE = _Reference.of("")
 
 
 def _canary_line(token: str) -> str:
@@ -87,17 +143,35 @@ class Canary:
         context.state[STATE_KEY] = token
         return True
 
+    def _reference(self, context: CheckContext) -> _Reference:
+        if context.request is None:
+            return _NO_REFERENCE
+        cached: _Reference | None = context.state.get(_REFERENCE_KEY)
+        if cached is None:
+            token = context.state.get(STATE_KEY)
+            system = " ".join(s.text for s in context.request.segments if s.source == "system")
+            if isinstance(token, str):
+                system = system.replace(_canary_line(token).strip(), "")
+            cached = context.state[_REFERENCE_KEY] = _Reference.of(system)
+        return cached
+
+    def hold(self, segment: Segment, context: CheckContext) -> int:
+        """Streams hold an end that could still become the canary, and a run of words that is
+        still copying the system prompt (its overlap may yet reach ``max_overlap``)."""
+        text = segment.text
+        if segment.source not in self.config.sources:
+            return len(text)
+        token = context.state.get(STATE_KEY)
+        held = len(text) - _unfinished_token(text, token) if isinstance(token, str) else len(text)
+        reference = self._reference(context)
+        return min(held, reference.copy_start(text)) if reference.shingles else held
+
     def check(self, conversation: Conversation, context: CheckContext) -> list[Finding]:
         if conversation.direction != "response":
             return []
         c, findings = self.config, []
         token = context.state.get(STATE_KEY)
-        system = ""
-        if context.request is not None:
-            system = " ".join(s.text for s in context.request.segments if s.source == "system")
-            if isinstance(token, str):
-                system = system.replace(_canary_line(token).strip(), "")
-        reference = _shingles(system)
+        reference = self._reference(context).shingles
         for index, segment in conversation.texts(*c.sources):
             if isinstance(token, str) and (at := segment.text.find(token)) >= 0:
                 findings.append(Finding(c.name, "canary.leaked", c.action, "output repeats the request's canary",

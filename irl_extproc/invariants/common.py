@@ -26,6 +26,10 @@ def scoped_texts(conversation: Conversation, sources: list[Source] | None) -> li
     return conversation.texts(*(sources or ()))
 
 
+def in_scope(segment: Segment, sources: list[Source] | None) -> bool:
+    return not sources or segment.source in sources
+
+
 def record_score(context: CheckContext, invariant: str, score: float) -> None:
     """Remember an invariant's highest score in this stream, findings or not (for `irl check`)."""
     scores: dict[str, float] = context.state.setdefault(SCORES_KEY, {})

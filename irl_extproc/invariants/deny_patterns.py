@@ -7,7 +7,8 @@ from typing import ClassVar
 import re2
 from pydantic import Field, field_validator
 
-from irl_extproc.conversation import Conversation, Source
+from irl_extproc.conversation import Conversation, Segment, Source
+from irl_extproc.detect.prefix import re2_tail
 from irl_extproc.invariants.base import CheckContext, Finding, InvariantConfig
 
 
@@ -43,6 +44,7 @@ class DenyPatterns:
         self.config = config
         self._compiled = [compile_re2(p) for p in config.patterns]
         self._sources: tuple[Source, ...] = tuple(config.sources or ())
+        self._tail = re2_tail(config.patterns)  # None: a pattern without a prefix form; streams hold their window
 
     def check(self, conversation: Conversation, context: CheckContext) -> list[Finding]:
         findings = []
@@ -64,3 +66,8 @@ class DenyPatterns:
                         )
                     )
         return findings
+
+    def hold(self, segment: Segment, context: CheckContext) -> int:
+        if self._sources and segment.source not in self._sources:
+            return len(segment.text)
+        return 0 if self._tail is None else self._tail.hold(segment.text)

@@ -8,12 +8,14 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 
-from irl_extproc.conversation import Conversation, Source
+from irl_extproc.conversation import Conversation, Segment, Source
+from irl_extproc.detect.prefix import TailHold
 from irl_extproc.invariants.base import Action, CheckContext, Finding
-from irl_extproc.invariants.common import ScopedConfig, scoped_texts
+from irl_extproc.invariants.common import ScopedConfig, in_scope, scoped_texts
 
 # Project-written, linear: a scheme or www. prefix, then non-space URL characters.
 _URL = re.compile(r"\b(?:https?://|www\.)[^\s<>\"'`)\]]+", re.IGNORECASE)
+_URL_TAIL = TailHold(python_patterns=[_URL])  # a link still arriving is held whole (streams)
 
 
 class LinksConfig(ScopedConfig):
@@ -61,3 +63,6 @@ class Links:
                                         if rule == "links.domain" else "plain http link", segment=index,
                                         start=m.start(), end=m.start() + len(url), replacement=c.replacement))
         return findings
+
+    def hold(self, segment: Segment, context: CheckContext) -> int:
+        return _URL_TAIL.hold(segment.text) if in_scope(segment, self.config.sources) else len(segment.text)

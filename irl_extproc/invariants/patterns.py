@@ -6,9 +6,10 @@ from typing import ClassVar
 
 from pydantic import Field, field_validator, model_validator
 
-from irl_extproc.conversation import Conversation, Source
+from irl_extproc.conversation import Conversation, Segment, Source
+from irl_extproc.detect.prefix import re2_tail
 from irl_extproc.invariants.base import Action, CheckContext, Finding
-from irl_extproc.invariants.common import ScopedConfig, scoped_texts, unredactable
+from irl_extproc.invariants.common import ScopedConfig, in_scope, scoped_texts, unredactable
 from irl_extproc.invariants.deny_patterns import compile_re2
 
 
@@ -43,6 +44,7 @@ class Patterns:
         # "Must contain" can only be judged on the complete text: a stream is checked at its end
         # (docs/streaming.md); must_not_match alone is checked in flight.
         self.whole_response = bool(config.must_match)
+        self._tail = re2_tail(config.must_not_match)  # None: a pattern without a prefix form
 
     def check(self, conversation: Conversation, context: CheckContext) -> list[Finding]:
         c, findings = self.config, []
@@ -58,3 +60,8 @@ class Patterns:
                                                 f"output matched forbidden pattern #{number}", segment=index,
                                                 start=m.start(), end=m.end(), replacement=c.replacement))
         return findings
+
+    def hold(self, segment: Segment, context: CheckContext) -> int:
+        if not in_scope(segment, self.config.sources):
+            return len(segment.text)
+        return 0 if self._tail is None else self._tail.hold(segment.text)

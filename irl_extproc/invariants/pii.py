@@ -6,10 +6,11 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from irl_extproc.conversation import Conversation
+from irl_extproc.conversation import Conversation, Segment
+from irl_extproc.detect.holdback import pii_hold
 from irl_extproc.detect.pii import DEFAULT_TYPES, detect_pii
 from irl_extproc.invariants.base import Action, CheckContext, Finding
-from irl_extproc.invariants.common import MaskedConfig, masked_findings, masker_for
+from irl_extproc.invariants.common import MaskedConfig, in_scope, masked_findings, masker_for
 
 PiiType = Literal[
     "email", "phone", "credit_card", "iban", "us_ssn", "us_itin", "ip_address", "mac_address",
@@ -35,6 +36,7 @@ class Pii:
         self.config = config
         self._types = tuple(dict.fromkeys(config.types))
         self._masker = masker_for(config)
+        self._hold = pii_hold(self._types)
 
     def check(self, conversation: Conversation, context: CheckContext) -> list[Finding]:
         c = self.config
@@ -44,3 +46,6 @@ class Pii:
             layer=lambda kind: "context" if kind in _CONTEXT_TYPES else "validator",
             threshold=c.min_score,
         )
+
+    def hold(self, segment: Segment, context: CheckContext) -> int:
+        return self._hold.hold(segment.text) if in_scope(segment, self.config.sources) else len(segment.text)

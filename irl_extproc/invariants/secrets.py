@@ -6,10 +6,11 @@ from typing import ClassVar
 
 from pydantic import Field
 
-from irl_extproc.conversation import Conversation
+from irl_extproc.conversation import Conversation, Segment
+from irl_extproc.detect.holdback import secrets_hold
 from irl_extproc.detect.secrets import detect_secrets
 from irl_extproc.invariants.base import Action, CheckContext, Finding
-from irl_extproc.invariants.common import MaskedConfig, masked_findings, masker_for
+from irl_extproc.invariants.common import MaskedConfig, in_scope, masked_findings, masker_for
 
 
 class SecretsConfig(MaskedConfig):
@@ -25,6 +26,7 @@ class Secrets:
     def __init__(self, config: SecretsConfig) -> None:
         self.config = config
         self._masker = masker_for(config)
+        self._hold = secrets_hold(config.entropy)
 
     def check(self, conversation: Conversation, context: CheckContext) -> list[Finding]:
         c = self.config
@@ -34,3 +36,6 @@ class Secrets:
             layer=lambda kind: "heuristic" if kind == "high_entropy" else "pattern",
             threshold=c.min_score,
         )
+
+    def hold(self, segment: Segment, context: CheckContext) -> int:
+        return self._hold.hold(segment.text) if in_scope(segment, self.config.sources) else len(segment.text)

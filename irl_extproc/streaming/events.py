@@ -9,7 +9,6 @@ the same for all of them (``rewrite``): the text is set back at its JSON path.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol

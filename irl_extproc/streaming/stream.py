@@ -43,6 +43,7 @@ log = logging.getLogger("irl.streaming")
 USAGE_STATE_KEY = "usage"  # context.state[USAGE_STATE_KEY]: the stream's final token Usage
 _PHASE = "response_body"
 _EVENTS_PER_TURN = 32
+Hold = Callable[[Segment, CheckContext], int]
 _INFLATE_WBITS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
 
 
@@ -90,6 +91,9 @@ class ResponseStream:
         self.sentinel, self.codec, self.context, self.hooks = sentinel, codec, context, hooks
         self.full_duplex = full_duplex
         self.incremental = tuple(i for i in route.response if not whole_response(i))
+        # Hold points (window.py); an invariant without ``hold`` keeps the whole window.
+        holds = [getattr(i.impl, "hold", None) for i in self.incremental]
+        self._holds: list[Hold] | None = None if None in holds else [h for h in holds if h is not None]
         self.whole = tuple(i for i in route.response if whole_response(i))
         buffering = bool(self.whole) and sentinel.stream_whole_response == "buffer"
         restores = any(getattr(i.config, "restore", False) for i in route.request)
@@ -185,14 +189,16 @@ class ResponseStream:
         return data
 
     def _inspect(self, data: bytes, end: bool) -> Iterator[tuple[bytes, bool]]:
+        """Queue the chunk's events, then check once and release what became safe (a big chunk:
+        every ``_EVENTS_PER_TURN`` events, letting the loop serve other streams in between)."""
         now = asyncio.get_running_loop().time()
         self._unqueued = deque(self.parser.feed(data, final=end))
         since_turn = 0
         while self._unqueued:
             since_turn += 1
-            if since_turn == _EVENTS_PER_TURN:  # let the loop serve other streams in between
+            if since_turn == _EVENTS_PER_TURN:
                 since_turn = 0
-                yield b"", False
+                yield self._release(), False
             event = self._unqueued[0]
             parsed = self.codec.parse(event)
             self.window.add(event, parsed, now)
@@ -200,14 +206,12 @@ class ResponseStream:
             if parsed.usage is not None:
                 self.usage = parsed.usage
             self._terminal_seen = self._terminal_seen or parsed.terminal
-            if not self._terminal_seen and self.window.due():
-                self._check("window")
-                if released := self.window.release():
-                    yield released, False
-        if end or self._terminal_seen:
-            yield self._finish(end)
-        else:
-            yield self.window.release(), False
+        yield self._finish(end) if end or self._terminal_seen else (self._release(), False)
+
+    def _release(self) -> bytes:
+        if not self._terminal_seen and self.window.due():
+            self._check("window")
+        return self.window.release()
 
     def _finish(self, end: bool) -> tuple[bytes, bool]:
         """The regular last event arrived, or the body ended: check everything, release it."""
@@ -236,9 +240,19 @@ class ResponseStream:
         aged = None
         if how == "flush":
             aged = self.window.aged_ends(asyncio.get_running_loop().time() - self.time_bound)
-        settled = self.window.settle(decision.findings, enforced=decision.enforced, how=how, aged=aged)
+        holds = self._hold_points(conversation) if how != "final" else None
+        settled = self.window.settle(decision.findings, enforced=decision.enforced, how=how, holds=holds, aged=aged)
         if settled:
             self.hooks.record(decide(settled, self.sentinel.mode))
+
+    def _hold_points(self, conversation: Conversation) -> list[int] | None:
+        """Per segment, the earliest offset some invariant still needs held (None: the window)."""
+        if self._holds is None:
+            return None
+        return [
+            min((hold(segment, self.context) for hold in self._holds), default=len(segment.text))
+            for segment in conversation.segments
+        ]
 
     def _whole_failure(self) -> Finding | None:
         """``append_error``: what the whole-response invariants say of the complete text, once."""

@@ -4,9 +4,11 @@ Every text-carrying event is queued; its text is appended to its channel. A chec
 the response invariants over each channel's held text (plus a little released text as
 left context) and settles a *safe* offset per channel:
 
-- ``window``: all but the last ``window_chars`` characters, so a value of up to that
-  length, split across any number of events, is whole in the window when it completes;
-- ``flush`` (the time bound expired): everything held;
+- ``window``: up to the channel's *hold point*, the earliest offset from which some
+  invariant's verdict could still change with more text (each invariant's ``hold``: the
+  start of a tail that could still grow into a match; an invariant without one holds
+  everything), but never more than the last ``window_chars`` characters;
+- ``flush`` (the time bound expired): everything that waited long enough;
 - a closed channel (its choice/block ended) or the end of the stream: everything.
 
 The safe offset never cuts a redaction (or a restorable placeholder) in two: it moves
@@ -63,6 +65,7 @@ class Channel:
     received: int = 0
     released: int = 0
     safe: int = 0
+    checked: int = 0  # ``received`` at the last check
     held: str = ""  # raw text [released, received)
     context: str = ""  # raw text just before ``released``: left context for the detectors
     closed: bool = False
@@ -129,7 +132,6 @@ class HoldBack:
     ) -> None:
         self.window = window_chars
         self.context_chars = min(window_chars, 64) if window_chars else 0
-        self.step = max(1, window_chars // 2) if window_chars else 0  # check every half window
         self.limit_bytes = limit_bytes
         self.keep_emitted, self.keep_whole = keep_emitted, keep_whole
         self.restore = restore
@@ -181,21 +183,14 @@ class HoldBack:
         return self.queue[0].arrived if self.queue else None
 
     def due(self) -> bool:
-        """Whether a check now would release something: a closed channel, or a step past the window
-        (the first text of a channel as soon as there is any: time to first token)."""
-        if self.window is None:
-            return False
-        for channel in self.channels.values():
-            if channel.safe < channel.received and (
-                channel.closed or self._window_target(channel) - channel.safe >= (self.step if channel.released else 1)
-            ):
-                return True
-        return False
-
-    def _window_target(self, channel: Channel) -> int:
+        """Whether a check now could release something: text arrived since the last one, or a
+        channel closed."""
         if self.window is None:  # buffering: nothing leaves before the end
-            return channel.released
-        return max(channel.released, channel.received - self.window)
+            return False
+        return any(
+            channel.safe < channel.received and (channel.closed or channel.checked < channel.received)
+            for channel in self.channels.values()
+        )
 
     def conversation(self, api_format: str) -> Conversation:
         """What the invariants check now: each channel's held text, after its left context."""
@@ -206,6 +201,7 @@ class HoldBack:
                 text = channel.context + channel.held
                 segments.append(Segment(channel.source, text, ("stream", len(segments)), channel.name))
                 self._checked.append((channel, channel.released - len(channel.context)))
+                channel.checked = channel.received
         return Conversation("response", api_format, body={}, segments=segments)
 
     def whole_conversation(self, api_format: str) -> Conversation:
@@ -228,12 +224,20 @@ class HoldBack:
         return ends
 
     def settle(
-        self, findings: tuple[Finding, ...], *, enforced: bool, how: How, aged: dict[ChannelKey, int] | None = None
+        self,
+        findings: tuple[Finding, ...],
+        *,
+        enforced: bool,
+        how: How,
+        holds: list[int] | None = None,
+        aged: dict[ChannelKey, int] | None = None,
     ) -> list[Finding]:
         """Apply the last check to each checked channel: its redactions, and how far it is safe.
 
-        ``flush`` releases up to ``aged`` (text past the time bound). Returns the findings
-        that lie in text now settled and were not reported before.
+        ``holds``: per segment of the last conversation, its hold point (an offset into the
+        segment's text; None: hold the whole window). ``flush`` releases up to ``aged`` (text
+        past the time bound). Returns the findings that lie in text now settled and were not
+        reported before.
         """
         by_segment: dict[int, list[Finding]] = {}
         for finding in findings:
@@ -242,11 +246,18 @@ class HoldBack:
         settled: list[Finding] = []
         for index, (channel, offset) in enumerate(self._checked):
             final = how == "final" or (channel.closed and self.window is not None)
-            target = channel.received if final else self._window_target(channel)
+            if final:
+                target = channel.received
+            elif self.window is None:  # buffering: nothing leaves before the end
+                target = channel.released
+            else:
+                held_from = offset + holds[index] if holds is not None else channel.released
+                target = max(channel.released, channel.received - self.window, held_from)
             if how == "flush" and aged is not None:
                 target = max(target, aged.get(channel.key, target))
             found = by_segment.get(index, [])
-            spans = [
+            # A span already cut by a released event keeps its end: the check may no longer see it whole.
+            spans = [s for s in channel.spans if s.start < channel.released] + [
                 Span(offset + (f.start or 0), offset + (f.end or 0), f.replacement)
                 for f in found
                 if enforced and f.action == "redact" and f.replacement is not None
