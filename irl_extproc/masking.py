@@ -60,6 +60,33 @@ def _vault(context: CheckContext) -> _Vault:
     return vault
 
 
+def placeholder_mark(context: CheckContext) -> Counter[str]:
+    """How many placeholders of each label this stream has handed out so far."""
+    return Counter(_vault(context).counters)
+
+
+def drop_placeholders_since(context: CheckContext, mark: Counter[str], keep: set[str]) -> None:
+    """Take back the placeholders handed out since ``mark`` that no text in ``keep`` uses.
+
+    A streamed value still arriving is masked at every check ("jane@example.co", then
+    "jane@example.com"); only the version the client gets should take a number.
+    """
+    vault = _vault(context)
+    if all(count <= mark[label] for label, count in vault.counters.items()):
+        return
+    for digest, name in list(vault.by_digest.items()):
+        label, number = name.rsplit("_", 1)
+        if int(number) > mark[label] and f"[{name}]" not in keep:
+            del vault.by_digest[digest]
+            vault.originals.pop(name, None)
+    used: Counter[str] = Counter()
+    for name in vault.by_digest.values():
+        label, number = name.rsplit("_", 1)
+        used[label] = max(used[label], int(number))
+    for label in vault.counters:
+        vault.counters[label] = max(mark[label], used[label])
+
+
 def hash_key_from_env(variable: str) -> bytes:
     """The HMAC key for ``hash`` masking; a missing key is a policy-load error, not a weak default."""
     key = os.environ.get(variable, "")

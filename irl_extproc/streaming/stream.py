@@ -32,6 +32,7 @@ from irl_extproc.conversation import Conversation, Segment, Usage
 from irl_extproc.decision import Decision, decide
 from irl_extproc.engine import CompiledInvariant, CompiledRoute, evaluate
 from irl_extproc.invariants.base import CheckContext, Finding
+from irl_extproc.masking import drop_placeholders_since, placeholder_mark
 from irl_extproc.server import responses
 from irl_extproc.streaming.events import StreamCodec
 from irl_extproc.streaming.restore import restorer
@@ -232,6 +233,7 @@ class ResponseStream:
         invariants = self.incremental
         if how == "final" and self.window.window is None:
             invariants += self.whole  # buffering: the whole response is in the window now
+        mark = placeholder_mark(self.context)
         decision = evaluate(invariants, conversation, self.context, self.sentinel.mode)
         blocking = decision.blocking
         if decision.acts and blocking is not None:
@@ -242,6 +244,7 @@ class ResponseStream:
             aged = self.window.aged_ends(asyncio.get_running_loop().time() - self.time_bound)
         holds = self._hold_points(conversation) if how != "final" else None
         settled = self.window.settle(decision.findings, enforced=decision.enforced, how=how, holds=holds, aged=aged)
+        drop_placeholders_since(self.context, mark, self.window.replacements())
         if settled:
             self.hooks.record(decide(settled, self.sentinel.mode))
 

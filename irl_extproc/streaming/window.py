@@ -278,6 +278,10 @@ class HoldBack:
         self._checked = []
         return settled
 
+    def replacements(self) -> set[str]:
+        """The replacement texts of every span the client will get."""
+        return {span.replacement for channel in self.channels.values() for span in channel.spans}
+
     def _newly_settled(self, channel: Channel, offset: int, found: list[Finding], safe: int) -> list[Finding]:
         fresh = []
         for finding in found:

@@ -65,29 +65,77 @@ def steer(reply: str, **extra: str) -> dict[str, str]:
     return {"x-demo-reply": urllib.parse.quote(reply), **extra}
 
 
-def stream_raw(stack: Stack, api_format: str, headers: dict[str, str]) -> tuple[int, bytes]:
+def stream_raw(
+    stack: Stack, api_format: str, headers: dict[str, str], body: dict[str, Any] | None = None
+) -> tuple[int, bytes]:
     with httpx.stream(
-        "POST", stack.url + PATHS[api_format], json=BODIES[api_format], headers=headers, timeout=10
+        "POST", stack.url + PATHS[api_format], json=body or BODIES[api_format], headers=headers, timeout=10
     ) as reply:
         return reply.status_code, b"".join(reply.iter_raw())
+
+
+def asking(api_format: str, user_text: str) -> dict[str, Any]:
+    """The streamed request body of ``api_format`` with ``user_text`` as the user's message."""
+    body = json.loads(json.dumps(BODIES[api_format]))
+    if api_format == "openai-responses":
+        body["input"] = user_text
+    else:
+        body["messages"][0]["content"] = user_text
+    return body
+
+
+def split_inside(rng: random.Random, text: str, start: int, length: int) -> str:
+    """x-demo-split: 1-4 cuts inside text[start:start+length] (2-5 pieces) and up to 6 elsewhere."""
+    inside = [start + c for c in rng.sample(range(1, length), rng.randint(1, min(4, length - 1)))]
+    elsewhere = rng.sample(range(1, len(text)), min(len(text) - 1, rng.randint(0, 6)))
+    return ",".join(map(str, sorted(set(inside + elsewhere))))
+
+
+def around(rng: random.Random, value: str) -> tuple[str, int]:
+    """``value`` between random words (often none before it: right at the start of the stream)."""
+    before = " ".join(rng.choices(WORDS, k=rng.choice([0, 0, rng.randint(1, 12)])))
+    after = " ".join(rng.choices(WORDS, k=rng.randint(1, 12)))
+    return (f"{before} {value} {after}" if before else f"{value} {after}"), len(before) + bool(before)
 
 
 @pytest.mark.parametrize("api_format", list(PATHS))
 def test_property_no_value_split_across_chunks_reaches_the_client(stack: Stack, api_format: str) -> None:
     rng = random.Random(api_format)
-    for case in range(5):
+    for case in range(6):
         value = rng.choice(list(VALUES))
-        before = " ".join(rng.choices(WORDS, k=rng.randint(0, 12)))
-        after = " ".join(rng.choices(WORDS, k=rng.randint(1, 12)))
-        text = f"{before} {value} {after}"
-        start = len(before) + 1
-        inside = [start + c for c in rng.sample(range(1, len(value)), rng.randint(1, 4))]  # 2-5 pieces
-        elsewhere = rng.sample(range(1, len(text)), min(len(text) - 1, rng.randint(0, 6)))
-        split = ",".join(map(str, sorted(set(inside + elsewhere))))
+        text, start = around(rng, value)
+        split = split_inside(rng, text, start, len(value))
         status, body = stream_raw(stack, api_format, steer(text, **{"x-demo-split": split}))
         assert status == 200
         assert value.encode() not in body, (case, split)
-        assert client_text(api_format, body) == f"{before} {VALUES[value]} {after}", (case, split)
+        assert client_text(api_format, body) == text.replace(value, VALUES[value]), (case, split)
+
+
+@pytest.mark.parametrize("api_format", list(PATHS))
+def test_property_a_denied_value_split_anywhere_is_blocked_before_any_of_it_shows(
+    stack: Stack, api_format: str
+) -> None:
+    rng = random.Random("deny " + api_format)
+    for case in range(3):
+        value = "CANARY-" + "".join(rng.choices("0123456789abcdef", k=12))
+        text, start = around(rng, value)
+        split = split_inside(rng, text, start, len(value))
+        status, body = stream_raw(stack, api_format, steer(text, **{"x-demo-split": split}))
+        assert status == 200
+        assert text[:start].startswith(client_text(api_format, body)), (case, split)  # none of the value
+        assert "deny_patterns" in events(body)[-1][1], (case, split)
+
+
+@pytest.mark.parametrize("api_format", list(PATHS))
+def test_property_echoed_placeholders_split_anywhere_are_restored(stack: Stack, api_format: str) -> None:
+    rng = random.Random("restore " + api_format)
+    for case in range(3):
+        user, _ = around(rng, "jane.doe@example.com")
+        echoed = "echo: " + user.replace("jane.doe@example.com", "[EMAIL_1]")  # what the model sees and says
+        split = split_inside(rng, echoed, echoed.index("[EMAIL_1]"), len("[EMAIL_1]"))
+        status, body = stream_raw(stack, api_format, {"x-demo-split": split}, asking(api_format, user))
+        assert status == 200
+        assert client_text(api_format, body) == "echo: " + user, (case, split)
 
 
 def test_openai_sdk_streams_redacted_text(stack: Stack) -> None:

@@ -55,7 +55,7 @@ def assert_holds_every_match_still_arriving(hold: TailHold, pattern: str, text: 
 
 
 _PROPERTY = settings(
-    max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much]
+    max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much]
 )
 
 
