@@ -47,18 +47,16 @@ def training_tokens(text: str) -> list[str]:
     return tokens(norm[start:end])
 
 
-Counts = dict[tuple[int, str], int]  # (kind, feature) -> count; kinds: 0 word, 1 char 4-gram, 2 bigram
+Counts = dict[tuple[int, str], int]  # (kind, feature) -> count; kinds: 0 word, 1 char 4-gram
 
 
 def feature_counts(words: list[str]) -> Counts:
-    """The runtime's feature vector (see LinearModel): distinct words with their 4-grams, bigrams."""
+    """The runtime's feature vector (see LinearModel): distinct words with their 4-grams."""
     counts: Counts = {}
     for word in set(words):
         counts[(0, word)] = 1
         for gram in char_grams(word):
             counts[(1, gram)] = counts.get((1, gram), 0) + 1
-    for a, b in zip(words, words[1:], strict=False):
-        counts[(2, f"{a} {b}")] = 1
     return counts
 
 
@@ -103,7 +101,7 @@ def fit(data: Featurized, index: Sequence[int], c: float = 4.0, min_df: int = 2)
     clf = LogisticRegression(C=c, solver="liblinear", max_iter=2000, random_state=0)
     clf.fit(x, y, sample_weight=weight)
     coef = clf.coef_[0]
-    kinds: list[dict[str, float]] = [{}, {}, {}]
+    kinds: list[dict[str, float]] = [{}, {}]
     for (kind, f), col in vocab.items():
         kinds[kind][f] = float(coef[col])
     return LinearModel(*kinds, float(clf.intercept_[0]), (1.0, 0.0))
@@ -147,10 +145,10 @@ def calibrate(data: Featurized, index: Sequence[int], folds: int = 4) -> tuple[f
 def train(data: Featurized, index: Sequence[int], max_features: int = 60000) -> LinearModel:
     model = fit(data, index)
     a, b = calibrate(data, index)
-    tables = (model.word_weights, model.char_weights, model.bigram_weights)
+    tables = (model.word_weights, model.char_weights)
     ranked = sorted(((abs(w), kind, f, w) for kind, table in enumerate(tables) for f, w in table.items()),
                     reverse=True)[:max_features]
-    kept: list[dict[str, float]] = [{}, {}, {}]
+    kept: list[dict[str, float]] = [{}, {}]
     for _, kind, f, w in ranked:
         if abs(w) >= 1e-3:
             kept[kind][f] = round(w, 4)
@@ -159,9 +157,8 @@ def train(data: Featurized, index: Sequence[int], max_features: int = 60000) -> 
 
 def save(model: LinearModel, path: Path, sources: list[str]) -> None:
     payload = {
-        "format": 1, "trained_on_sources": sources, "bias": model.bias, "calibration": list(model.calibration),
+        "format": 2, "trained_on_sources": sources, "bias": model.bias, "calibration": list(model.calibration),
         "word_weights": model.word_weights, "char_weights": model.char_weights,
-        "bigram_weights": model.bigram_weights,
     }
     raw = json.dumps(payload, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -180,8 +177,7 @@ def main() -> None:
     save(model, args.out, sorted(set(data.groups)))
     size = args.out.stat().st_size
     print(f"{len(rows)} rows from {len(set(data.groups))} sources -> {args.out} "
-          f"({len(model.word_weights)} word + {len(model.char_weights)} 4-gram + {len(model.bigram_weights)} "
-          f"bigram weights, {size / 1e6:.2f} MB, "
+          f"({len(model.word_weights)} word + {len(model.char_weights)} 4-gram weights, {size / 1e6:.2f} MB, "
           f"calibration a={model.calibration[0]} b={model.calibration[1]})")
 
 
