@@ -23,11 +23,16 @@ class PromptInjectionConfig(ScopedConfig):
         description="parts to scan; system prompts are the operator's own text and are not scanned by default",
     )
     threshold: float = Field(0.5, ge=0.0, le=1.0, description="flag user messages scoring at least this")
-    indirect_threshold: float = Field(
-        0.6, ge=0.0, le=1.0,
-        description="flag tool results, documents and tool definitions scoring at least this "
-        "(their text is more varied, so the default is stricter on evidence)",
-    )
+    # Indirect text is more varied than prompts, so its defaults ask for stronger evidence.
+    tool_threshold: float = Field(
+        0.6, ge=0.0, le=1.0, description="flag tool results and tool definitions scoring at least this")
+    document_threshold: float = Field(
+        0.6, ge=0.0, le=1.0, description="flag retrieved documents (document parts) scoring at least this")
+
+    def threshold_for(self, source: Source) -> float:
+        if source == "document":
+            return self.document_threshold
+        return self.tool_threshold if source in INDIRECT else self.threshold
     classifier: bool = Field(True, description="use the shipped classifier as well as the heuristics")
 
 
@@ -44,7 +49,7 @@ class PromptInjection:
         for index, segment in scoped_texts(conversation, c.sources):
             verdict = scan(segment.text, use_classifier=c.classifier)
             record_score(context, c.name, verdict.score)
-            threshold = c.indirect_threshold if segment.source in INDIRECT else c.threshold
+            threshold = c.threshold_for(segment.source)
             if verdict.score < threshold:
                 continue
             top = _strongest(verdict.evidence)
