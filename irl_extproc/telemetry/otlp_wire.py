@@ -50,6 +50,8 @@ _ONE_BYTE = [bytes([i]) for i in range(0x80)]
 def varint(value: int) -> bytes:
     if 0 <= value < 0x80:
         return _ONE_BYTE[value]  # lengths and most counts: the common case, no allocation
+    if 0 < value < 0x4000:
+        return bytes((value & 0x7F | 0x80, value >> 7))  # span sizes
     value &= 0xFFFFFFFFFFFFFFFF  # int64 negatives are ten-byte two's complement
     out = bytearray()
     while value > 0x7F:
@@ -76,16 +78,15 @@ _TAG_TRACE_STATE = _tag(_SPAN["trace_state"], _LEN)
 _TAG_STATUS = _tag(_SPAN["status"], _LEN)
 _TAG_SCOPE_SPAN = _tag(_SCOPE_SPANS["spans"], _LEN)
 _DOUBLE = struct.Struct("<d")
-# trace_id, span_id, parent_span_id, start and end time: fixed-size fields in one pack.
-_IDS_AND_TIMES = struct.Struct("<2s16s2s8s2s8s1sQ1sQ")
-_ID_TAGS = (
-    _tag(_SPAN["trace_id"], _LEN) + b"\x10",
-    _tag(_SPAN["span_id"], _LEN) + b"\x08",
-    _tag(_SPAN["parent_span_id"], _LEN) + b"\x08",
-    _tag(_SPAN["start_time_unix_nano"], _I64),
-    _tag(_SPAN["end_time_unix_nano"], _I64),
-)
-_ROOT_IDS = struct.Struct("<2s16s2s8s1sQ1sQ")  # the same without a parent
+# trace_id, span_id, parent_span_id, start and end time: fixed-size fields in one pack. Span ids are
+# 64-bit integers packed little-endian: any 8 unique bytes will do, and ints cost less to make.
+_IDS_AND_TIMES = struct.Struct("<2s16s2sQ2sQ1sQ1sQ")
+_ROOT_IDS = struct.Struct("<2s16s2sQ1sQ1sQ")  # the same without a parent
+_TAG_TRACE_ID = _tag(_SPAN["trace_id"], _LEN) + b"\x10"
+_TAG_SPAN_ID = _tag(_SPAN["span_id"], _LEN) + b"\x08"
+_TAG_PARENT_ID = _tag(_SPAN["parent_span_id"], _LEN) + b"\x08"
+_TAG_START = _tag(_SPAN["start_time_unix_nano"], _I64)
+_TAG_END = _tag(_SPAN["end_time_unix_nano"], _I64)
 
 # Encoded attributes by (key, value) for str and bool values, which repeat (service, route,
 # invariant, action, verdict); one dict per type, because True == 1 and "1" != 1 as keys.
@@ -93,7 +94,16 @@ _str_cache: dict[Attribute, bytes] = {}
 _bool_cache: dict[Attribute, bytes] = {}
 _CACHE_MAX = 8192  # past this, new values are encoded every time (e.g. many distinct model names)
 _key_cache: dict[str, bytes] = {}
-_name_cache: dict[tuple[str, int], bytes] = {}
+_header_cache: dict[tuple[str, int, tuple[Attribute, ...]], bytes] = {}
+
+# A finished span: span id, parent span id (None for a root), start and end (ns since the epoch),
+# its ``span_header``, further attributes, and the error type that failed it (None if it did not).
+SpanData = tuple[int, int | None, int, int, bytes, Sequence[Attribute], str | None]
+
+
+def span_id_bytes(span_id: int) -> bytes:
+    """The 8 bytes a span id is sent as (``span_id`` in OTLP, hex in the audit trail)."""
+    return span_id.to_bytes(8, "little")
 
 
 def encode_attribute(key: str, value: AttributeValue) -> bytes:
@@ -136,6 +146,63 @@ def _encode_attribute(key: str, value: AttributeValue) -> bytes:
     return _TAG_ATTRIBUTE + varint(len(pair)) + pair
 
 
+def span_header(name: str, kind: int, attributes: tuple[Attribute, ...] = ()) -> bytes:
+    """The encoded name, kind and ``attributes`` of a span: pass only attributes whose values repeat
+    (names, actions, verdicts), as each distinct header is encoded once and kept."""
+    key = (name, kind, attributes)
+    header = _header_cache.get(key)
+    if header is None:
+        raw_name = name.encode()
+        header = _TAG_NAME + varint(len(raw_name)) + raw_name + _TAG_KIND + varint(kind)
+        header += b"".join([encode_attribute(*attribute) for attribute in attributes])
+        if len(_header_cache) < _CACHE_MAX:
+            _header_cache[key] = header
+    return header
+
+
+def _status(error: str) -> bytes:
+    status = length_delimited(_STATUS["message"], error.encode())
+    status += _tag(_STATUS["code"], _VARINT) + varint(STATUS_ERROR)
+    return _TAG_STATUS + varint(len(status)) + status
+
+
+def encode_spans(trace_id: bytes, spans: Iterable[SpanData], trace_state: str = "") -> bytes:
+    """The spans of one trace as they appear inside ``ScopeSpans.spans`` (tags and lengths included).
+
+    One call per stream: per span, one ``struct`` pack plus cached encodings.
+    """
+    state = b""
+    if trace_state:
+        raw_state = trace_state.encode()
+        state = _TAG_TRACE_STATE + varint(len(raw_state)) + raw_state
+    cached = _str_cache.get  # the common case: one dict lookup per attribute (a non-str value never hits)
+    with_parent, root = _IDS_AND_TIMES.pack, _ROOT_IDS.pack
+    trace_tag, span_tag, parent_tag = _TAG_TRACE_ID, _TAG_SPAN_ID, _TAG_PARENT_ID
+    start_tag, end_tag = _TAG_START, _TAG_END
+    child_fixed, root_fixed = _IDS_AND_TIMES.size + len(state), _ROOT_IDS.size + len(state)
+    out: list[bytes] = []
+    for span_id, parent_id, start_ns, end_ns, header, attributes, error in spans:
+        if parent_id is None:
+            head = root(trace_tag, trace_id, span_tag, span_id, start_tag, start_ns, end_tag, end_ns)
+            size = root_fixed + len(header)
+        else:
+            head = with_parent(
+                trace_tag, trace_id, span_tag, span_id, parent_tag, parent_id, start_tag, start_ns, end_tag, end_ns
+            )
+            size = child_fixed + len(header)
+        body = header
+        if attributes:
+            encoded = b"".join([cached(attribute) or encode_attribute(*attribute) for attribute in attributes])
+            size += len(encoded)
+            body += encoded
+        if error is not None:
+            status = _status(error)
+            size += len(status)
+            body += status
+        out += (_TAG_SCOPE_SPAN, varint(size), head, state, body)
+    return b"".join(out)
+
+
 def encode_span(
     *,
     trace_id: bytes,
@@ -150,28 +217,10 @@ def encode_span(
     error: str | None = None,
 ) -> bytes:
     """One ``Span`` as it appears inside ``ScopeSpans.spans`` (tag and length included)."""
-    t = _ID_TAGS
-    if parent_span_id is None:
-        head = _ROOT_IDS.pack(t[0], trace_id, t[1], span_id, t[3], start_ns, t[4], end_ns)
-    else:
-        head = _IDS_AND_TIMES.pack(t[0], trace_id, t[1], span_id, t[2], parent_span_id, t[3], start_ns, t[4], end_ns)
-    name_and_kind = _name_cache.get((name, kind))
-    if name_and_kind is None:  # span names are few (phases, invariants): encode each once
-        raw_name = name.encode()
-        name_and_kind = _TAG_NAME + varint(len(raw_name)) + raw_name + _TAG_KIND + varint(kind)
-        _name_cache[(name, kind)] = name_and_kind
-    parts = [head, name_and_kind]
-    if trace_state:
-        raw_state = trace_state.encode()
-        parts += [_TAG_TRACE_STATE, varint(len(raw_state)), raw_state]
-    cached = _str_cache.get  # the common case: one dict lookup per attribute (a non-str value never hits)
-    parts += [cached(attribute) or encode_attribute(*attribute) for attribute in attributes]
-    if error is not None:
-        raw_error = error.encode()
-        status = length_delimited(_STATUS["message"], raw_error) + _tag(_STATUS["code"], _VARINT) + varint(STATUS_ERROR)
-        parts += [_TAG_STATUS, varint(len(status)), status]
-    body = b"".join(parts)
-    return _TAG_SCOPE_SPAN + varint(len(body)) + body
+    parent = None if parent_span_id is None else int.from_bytes(parent_span_id, "little")
+    header = span_header(name, kind)
+    span = (int.from_bytes(span_id, "little"), parent, start_ns, end_ns, header, list(attributes), error)
+    return encode_spans(trace_id, [span], trace_state)
 
 
 def resource(attributes: Sequence[tuple[str, str]]) -> resource_pb2.Resource:

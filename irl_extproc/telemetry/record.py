@@ -54,8 +54,13 @@ def json_path_text(path: JsonPath) -> str:
 
 
 def finding_entry(finding: Finding, conversation: Conversation | None = None) -> Record:
-    entry: Record = {"rule": finding.rule, "action": _ACTIONS[finding.action], "layer": finding.layer,
-                     "score": _finite(finding.score), "message": finding.message}
+    entry: Record = {
+        "rule": finding.rule,
+        "action": _ACTIONS[finding.action],
+        "layer": finding.layer,
+        "score": _finite(finding.score),
+        "message": finding.message,
+    }
     if finding.threshold is not None:
         entry["threshold"] = _finite(finding.threshold)
     if finding.segment is not None:
@@ -69,10 +74,19 @@ def finding_entry(finding: Finding, conversation: Conversation | None = None) ->
     return entry
 
 
-def invariant_result(name: str, findings: Sequence[Finding], duration_us: int,
-                     conversation: Conversation | None = None, *, error: str | None = None) -> Record:
-    """``error``: the exception type when the invariant itself failed."""
-    result: Record = {"invariant": name, "action": _ACTIONS[strongest_action(findings)], "duration_us": duration_us}
+def invariant_result(
+    name: str,
+    findings: Sequence[Finding],
+    duration_us: int,
+    conversation: Conversation | None = None,
+    *,
+    error: str | None = None,
+    action: str | None = None,
+) -> Record:
+    """``error``: the exception type when the invariant itself failed; ``action``: the findings'
+    ``strongest_action`` when the caller has it already."""
+    action = action or strongest_action(findings)
+    result: Record = {"invariant": name, "action": _ACTIONS[action], "duration_us": duration_us}
     if findings:
         result["findings"] = [finding_entry(f, conversation) for f in findings]
     if error is not None:

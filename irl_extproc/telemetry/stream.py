@@ -11,6 +11,11 @@
 
 Every piece is optional: with tracing, metrics and audit all off, each call is a few
 attribute look-ups on shared no-op objects.
+
+Cost: this runs several times per request, so the hot path builds no object per span or
+per check. An invariant evaluation is two clock readings and one tuple; a phase's spans and
+metrics are written once, when the phase ends, and the stream's spans are encoded together
+when it closes (``StreamTrace``).
 """
 
 from __future__ import annotations
@@ -23,7 +28,8 @@ from typing import TYPE_CHECKING, Any
 from irl_extproc.conversation import Conversation
 from irl_extproc.invariants.base import Finding
 from irl_extproc.telemetry import record as records
-from irl_extproc.telemetry.tracing import NOOP_SPAN, AnySpan, AnyTrace, Metadata, extract
+from irl_extproc.telemetry.otlp_wire import KIND_INTERNAL, Attribute, span_header
+from irl_extproc.telemetry.tracing import AnyTrace, Metadata, StreamTrace, UnsampledTrace, extract
 
 if TYPE_CHECKING:
     from irl_extproc.decision import Decision
@@ -31,27 +37,38 @@ if TYPE_CHECKING:
     from irl_extproc.telemetry.setup import Telemetry
 
 _OPERATIONS = {"openai-chat": "chat", "anthropic-messages": "chat", "openai-responses": "chat"}
+_clock = time.perf_counter_ns
+
+# One invariant evaluation: name, findings, action, start and end (perf_counter ns), error type.
+Result = tuple[str, Sequence[Finding], str, int, int, str | None]
 
 
 class InvariantScope:
-    """Times one invariant evaluation; set ``findings`` to what the check returned."""
+    """Times one invariant evaluation; set ``findings`` to what the check returned.
 
-    __slots__ = ("_span", "_start", "_stream", "findings", "name")
+    One per stream, reused for every evaluation (they never nest); ``results`` collects the
+    current phase's evaluations.
+    """
 
-    def __init__(self, stream: StreamTelemetry, name: str) -> None:
-        self._stream = stream
-        self.name = name
+    __slots__ = ("_start", "findings", "name", "results")
+
+    def __init__(self) -> None:
+        self.name = ""
         self.findings: Sequence[Finding] = ()
+        self.results: list[Result] = []
+        self._start = 0
 
     def __enter__(self) -> InvariantScope:
-        self._span = self._stream.trace.child(f"irl.invariant.{self.name}", self._stream._phase_span)
-        self._start = time.perf_counter_ns()
+        self.findings = ()
+        self._start = _clock()
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
-        elapsed_ns = time.perf_counter_ns() - self._start
+        end = _clock()
+        findings = self.findings
+        action = records.strongest_action(findings) if findings else "pass"
         error = exc_type.__name__ if exc_type is not None else None
-        self._stream._invariant_done(self.name, self.findings, elapsed_ns, error, self._span)
+        self.results.append((self.name, findings, action, self._start, end, error))
 
 
 class _Unobserved:
@@ -69,32 +86,42 @@ class _Unobserved:
         pass
 
 
-class PhaseScope:
-    """One ext_proc message: a child span of the stream span and a latency sample."""
-
-    __slots__ = ("_phase", "_stream")
-
-    def __init__(self, stream: StreamTelemetry, phase: str) -> None:
-        self._stream, self._phase = stream, phase
-
-    def __enter__(self) -> PhaseScope:
-        self._stream._begin_phase(self._phase)
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
-        self._stream._end_phase(exc_type.__name__ if exc_type is not None else None)
+_UNOBSERVED = _Unobserved()
+_UNTRACED = UnsampledTrace(None)
 
 
 class StreamTelemetry:
-    """Telemetry of one ext_proc stream. Not shared between streams or threads."""
+    """Telemetry of one ext_proc stream. Not shared between streams or threads.
+
+    ``with tel.phase(name):`` makes the stream itself the context manager of that phase.
+    """
 
     __slots__ = (
-        "_active", "_hub", "_labels", "_phase", "_phase_span", "_phase_start", "_results", "mode", "policy_version",
-        "request_id", "request_model", "route", "service", "tenant", "trace", "verdict",
+        "_active",
+        "_check",
+        "_hub",
+        "_labels",
+        "_metadata",
+        "_phase",
+        "_phase_enforced",
+        "_phase_error",
+        "_phase_id",
+        "_phase_start",
+        "_phase_verdict",
+        "mode",
+        "policy_version",
+        "request_id",
+        "request_model",
+        "route",
+        "service",
+        "tenant",
+        "trace",
+        "verdict",
     )
 
-    def __init__(self, hub: Telemetry, metadata: Metadata | None, *, service: str, route: str,
-                 policy_version: str, mode: str) -> None:
+    def __init__(
+        self, hub: Telemetry, metadata: Metadata | None, *, service: str, route: str, policy_version: str, mode: str
+    ) -> None:
         self._hub = hub
         self.service, self.route, self.policy_version, self.mode = service, route, policy_version, mode
         self.request_id = ""
@@ -102,71 +129,116 @@ class StreamTelemetry:
         self.request_model = ""
         self.verdict = "allow"  # the strongest verdict so far, for the stream span
         self._labels = (service, route)
+        self._metadata = metadata
         self._phase = ""
-        self._phase_span: AnySpan = NOOP_SPAN
         self._phase_start = 0
-        self._results: list[tuple[str, Sequence[Finding], int, str | None]] = []
-        self.trace: AnyTrace = hub.tracer.stream(
+        self._phase_id = 0
+        self._phase_verdict: str | None = None  # the phase's decision, for its span
+        self._phase_enforced = True
+        self._phase_error: str | None = None
+        self._check = InvariantScope()
+        self._active = hub.active
+        if not self._active:
+            self.trace: AnyTrace = _UNTRACED
+            return
+        self.trace = hub.tracer.stream(
             extract(metadata),
-            (("rpc.system", "grpc"), ("irl.service", service), ("irl.route", route),
-             ("irl.policy_version", policy_version[:12])),
+            (
+                ("rpc.system", "grpc"),
+                ("irl.service", service),
+                ("irl.route", route),
+                ("irl.policy_version", policy_version[:12]),
+            ),
         )
-        self._active = self.trace.recording or hub.metrics is not None or hub.audit is not None
         if hub.metrics is not None:
             hub.metrics.streams.add(self._labels)
 
     @property
     def trace_id(self) -> str:
-        return self.trace.trace_id_hex
+        if self._active:
+            return self.trace.trace_id_hex
+        parent = extract(self._metadata)  # nothing records: read Envoy's trace id only when asked
+        return parent.trace_id.hex() if parent else ""
 
     # -- scopes -------------------------------------------------------------------------------
 
-    def phase(self, phase: str) -> PhaseScope | _Unobserved:
+    def phase(self, phase: str) -> StreamTelemetry | _Unobserved:
         """``with tel.phase("request_body"):`` around the handling of one ext_proc message."""
-        return PhaseScope(self, phase) if self._active else _Unobserved()
+        if not self._active:
+            return _UNOBSERVED
+        self._phase = phase
+        return self
 
     def invariant(self, name: str) -> InvariantScope | _Unobserved:
         """``with tel.invariant(name) as check: check.findings = ...`` around one evaluation."""
-        return InvariantScope(self, name) if self._active else _Unobserved()
+        if not self._active:
+            return _UNOBSERVED
+        check = self._check
+        check.name = name
+        return check
 
-    def _begin_phase(self, phase: str) -> None:
-        self._phase = phase
-        self._results = []
-        self._phase_span = self.trace.child(f"irl.{phase}")
-        self._phase_start = time.perf_counter_ns()
+    def __enter__(self) -> StreamTelemetry:
+        self._check.results = []
+        self._phase_verdict, self._phase_enforced, self._phase_error = None, True, None
+        trace = self.trace
+        if type(trace) is StreamTrace:
+            self._phase_id = trace.next_span_id()
+        self._phase_start = _clock()
+        return self
 
-    def _end_phase(self, error: str | None) -> None:
-        span = self._phase_span
-        if error is not None:
-            span.fail(error)
-        span.end()
-        self._phase_span = NOOP_SPAN
-        metrics = self._hub.metrics
-        if metrics is not None:
-            seconds = (time.perf_counter_ns() - self._phase_start) / 1e9
-            metrics.phase_duration.record((*self._labels, self._phase), seconds)
-
-    def _invariant_done(self, name: str, findings: Sequence[Finding], elapsed_ns: int, error: str | None,
-                        span: AnySpan) -> None:
-        action = records.strongest_action(findings)
-        self._results.append((name, findings, elapsed_ns // 1000, error))
-        if span is not NOOP_SPAN:
-            span.set("irl.invariant", name)
-            span.set("irl.action", action)
-            if findings:  # the span's own duration is the evaluation time
-                span.set("irl.findings", len(findings))
-                top = max(findings, key=lambda f: f.score)
-                span.set("irl.score", float(top.score))
-                span.set("irl.rule", top.rule)
-                span.set("irl.layer", top.layer)
-            if error is not None:
-                span.fail(error)
-            span.end()
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        end = _clock()
+        if exc_type is not None:
+            self._phase_error = exc_type.__name__
+        results = self._check.results
+        trace = self.trace
+        if type(trace) is StreamTrace:
+            self._trace_phase(trace, results, end)
         metrics = self._hub.metrics
         if metrics is not None:
             service, route = self._labels
-            metrics.invariant_results.add((service, route, name, action if error is None else "error"))
-            metrics.invariant_duration.record((service, route, name), elapsed_ns / 1e9)
+            for name, _findings, action, start, stop, error in results:
+                metrics.invariant_results.add((service, route, name, action if error is None else "error"))
+                metrics.invariant_duration.record((service, route, name), (stop - start) / 1e9)
+            metrics.phase_duration.record((service, route, self._phase), (end - self._phase_start) / 1e9)
+
+    def _trace_phase(self, trace: StreamTrace, results: list[Result], end: int) -> None:
+        """The phase's span and one child span per invariant evaluation (durations are the spans' own)."""
+        phase_id = self._phase_id
+        for name, findings, action, start, stop, error in results:
+            header = span_header(
+                "irl.invariant." + name, KIND_INTERNAL, (("irl.invariant", name), ("irl.action", action))
+            )
+            attributes: list[Attribute] = []
+            if findings:
+                top = max(findings, key=_score)
+                attributes += [
+                    ("irl.findings", len(findings)),
+                    ("irl.score", float(top.score)),
+                    ("irl.rule", top.rule),
+                    ("irl.layer", top.layer),
+                ]
+            if error is not None:
+                attributes.append(("error.type", error))
+            trace.add(
+                (trace.next_span_id(), phase_id, trace.epoch_ns(start), trace.epoch_ns(stop), header, attributes, error)
+            )
+        verdict, error = self._phase_verdict, self._phase_error
+        decided: tuple[Attribute, ...] = ()
+        if verdict is not None:
+            decided = (("irl.verdict", verdict), ("irl.enforced", self._phase_enforced))
+        header = span_header("irl." + self._phase, KIND_INTERNAL, decided)
+        trace.add(
+            (
+                phase_id,
+                trace.root.span_id,
+                trace.epoch_ns(self._phase_start),
+                trace.epoch_ns(end),
+                header,
+                () if error is None else (("error.type", error),),
+                error,
+            )
+        )
 
     # -- the decision -------------------------------------------------------------------------
 
@@ -201,25 +273,36 @@ class StreamTelemetry:
         if self._hub.audit is None:
             return None
         results = [
-            records.invariant_result(name, findings, duration_us, conversation, error=failure)
-            for name, findings, duration_us, failure in self._results
+            records.invariant_result(name, findings, (stop - start) // 1000, conversation, error=failure, action=action)
+            for name, findings, action, start, stop, failure in self._check.results
         ]
         record = records.decision_record(
-            service=self.service, route=self.route, policy_version=self.policy_version, mode=self.mode,
-            phase=self._phase, verdict=verdict, enforced=enforced, results=results, request_id=self.request_id,
-            trace_id=self.trace.trace_id_hex, span_id=self.trace.span_id_hex, tenant=self.tenant, status=status,
-            error=error, flags=flags, usage=usage, charges=charges,
-            duration_us=(time.perf_counter_ns() - self._phase_start) // 1000 if self._phase_start else 0,
+            service=self.service,
+            route=self.route,
+            policy_version=self.policy_version,
+            mode=self.mode,
+            phase=self._phase,
+            verdict=verdict,
+            enforced=enforced,
+            results=results,
+            request_id=self.request_id,
+            trace_id=self.trace.trace_id_hex,
+            span_id=self.trace.span_id_hex,
+            tenant=self.tenant,
+            status=status,
+            error=error,
+            flags=flags,
+            usage=usage,
+            charges=charges,
+            duration_us=(_clock() - self._phase_start) // 1000 if self._phase_start else 0,
         )
         return self._hub.audit_record(record)
 
     def _note(self, verdict: str, enforced: bool, error: str | None, usage: Mapping[str, Any]) -> None:
         """The decision's traces and metrics."""
-        span = self._phase_span
-        span.set("irl.verdict", verdict)
-        span.set("irl.enforced", enforced)
+        self._phase_verdict, self._phase_enforced = verdict, enforced
         if error:
-            span.fail(error)
+            self._phase_error = error
         if enforced and _RANK[verdict] > _RANK[self.verdict]:
             self.verdict = verdict
         if usage:
@@ -248,6 +331,8 @@ class StreamTelemetry:
 
     def close(self, error: str | None = None) -> None:
         """End the stream span (call once, in a ``finally``); ``error`` marks a broken stream."""
+        if not self._active:
+            return
         root = self.trace.root
         root.set("irl.verdict", self.verdict)  # the request id is on Envoy's span (guid:x-request-id)
         if error is not None:
@@ -256,6 +341,10 @@ class StreamTelemetry:
             if metrics is not None:
                 metrics.stream_errors.add((*self._labels, error))
         self.trace.finish()
+
+
+def _score(finding: Finding) -> float:
+    return finding.score
 
 
 _RANK = {"allow": 0, "redact": 1, "block": 2, "error": 3}

@@ -3,8 +3,9 @@
 With Envoy's OpenTelemetry tracer configured, Envoy sends a W3C ``traceparent`` in the
 gRPC metadata of each ext_proc stream. ``extract`` reads it; ``Tracer.stream`` starts
 IRL's span for the stream as its child, and ``StreamTrace.child`` the spans for phases
-and invariant evaluations. Spans are encoded to OTLP bytes when they end
-(``otlp_wire``) and shipped by a background thread (``OtlpTraceExporter``).
+and invariant evaluations. A stream's spans are encoded to OTLP bytes together when
+it ends (``otlp_wire``) and shipped in batches by a task on the server's event loop
+(``OtlpTraceExporter``).
 
 Cost: with tracing off, or on a stream Envoy did not sample, every call is a no-op on a
 shared object. Attribute values are never raw content: callers pass names, actions,
@@ -72,11 +73,11 @@ def extract(metadata: Metadata | None) -> Parent | None:
 
 
 class Span:
-    """A span being recorded. ``set`` adds attributes; ``end`` encodes it for export."""
+    """A span being recorded. ``set`` adds attributes; ``end`` hands it to its trace for export."""
 
     __slots__ = ("_trace", "attributes", "error", "kind", "name", "parent_id", "span_id", "start_ns")
 
-    def __init__(self, trace: StreamTrace, name: str, parent_id: bytes | None, kind: int) -> None:
+    def __init__(self, trace: StreamTrace, name: str, parent_id: int | None, kind: int) -> None:
         self._trace = trace
         self.name = name
         self.span_id = trace.next_span_id()
@@ -84,7 +85,7 @@ class Span:
         self.kind = kind
         self.attributes: list[Attribute] = []
         self.error: str | None = None
-        self.start_ns = time.time_ns()
+        self.start_ns = trace.now()
 
     def set(self, key: str, value: AttributeValue) -> None:
         self.attributes.append((key, value))
@@ -96,20 +97,8 @@ class Span:
 
     def end(self) -> None:
         trace = self._trace
-        trace.parts.append(
-            otlp_wire.encode_span(
-                trace_id=trace.trace_id,
-                span_id=self.span_id,
-                parent_span_id=self.parent_id,
-                name=self.name,
-                kind=self.kind,
-                start_ns=self.start_ns,
-                end_ns=time.time_ns(),
-                attributes=self.attributes,
-                trace_state=trace.trace_state,
-                error=self.error,
-            )
-        )
+        header = otlp_wire.span_header(self.name, self.kind)
+        trace.add((self.span_id, self.parent_id, self.start_ns, trace.now(), header, self.attributes, self.error))
 
     def __enter__(self) -> Span:
         return self
@@ -124,7 +113,7 @@ class NoopSpan:
     """Stands in for ``Span`` when nothing is recorded: every method does nothing."""
 
     __slots__ = ()
-    span_id = b""
+    span_id = 0
 
     def set(self, key: str, value: AttributeValue) -> None:
         pass
@@ -147,25 +136,44 @@ AnySpan = Span | NoopSpan
 
 
 class StreamTrace:
-    """The spans of one ext_proc stream; ``finish`` ends the stream span and exports all."""
+    """The spans of one ext_proc stream; ``finish`` ends the stream span and exports all in one item.
 
-    __slots__ = ("_next_id", "_sink", "parts", "root", "trace_id", "trace_state")
+    Finished spans are kept as tuples (``add``) and encoded together when the stream ends, so
+    a hot path can record a span without building an object for it.
+    """
+
+    __slots__ = ("_clock_offset", "_next_id", "_sink", "root", "spans", "trace_id", "trace_state")
     recording = True
 
     def __init__(self, sink: SpanSink, parent: Parent | None, attributes: Iterable[Attribute]) -> None:
         self._sink = sink
+        # One clock for the whole stream: span times are perf_counter readings moved to the epoch.
+        self._clock_offset = time.time_ns() - time.perf_counter_ns()
         self._next_id = _random.getrandbits(64) & ~0xFFFF | 1  # 16 low bits count this stream's spans
         self.trace_id = parent.trace_id if parent else (_random.getrandbits(128) or 1).to_bytes(16, "big")
         self.trace_state = parent.trace_state if parent else ""
-        self.parts: list[bytes] = []
-        self.root = Span(self, STREAM_SPAN_NAME, parent.span_id if parent else None, otlp_wire.KIND_SERVER)
+        self.spans: list[otlp_wire.SpanData] = []
+        parent_id = int.from_bytes(parent.span_id, "little") if parent else None
+        self.root = Span(self, STREAM_SPAN_NAME, parent_id, otlp_wire.KIND_SERVER)
         self.root.attributes.extend(attributes)
 
-    def next_span_id(self) -> bytes:
+    def now(self) -> int:
+        """The time in ns since the epoch, on this stream's clock."""
+        return time.perf_counter_ns() + self._clock_offset
+
+    def epoch_ns(self, perf_counter_ns: int) -> int:
+        """A ``time.perf_counter_ns()`` reading as ns since the epoch."""
+        return perf_counter_ns + self._clock_offset
+
+    def next_span_id(self) -> int:
         """Unique within the trace: a random base per stream plus a counter (never zero)."""
         span_id = self._next_id
         self._next_id = span_id + 1
-        return span_id.to_bytes(8, "big")
+        return span_id
+
+    def add(self, span: otlp_wire.SpanData) -> None:
+        """Record a finished span (``otlp_wire.SpanData``: times in ns since the epoch)."""
+        self.spans.append(span)
 
     @property
     def trace_id_hex(self) -> str:
@@ -173,7 +181,7 @@ class StreamTrace:
 
     @property
     def span_id_hex(self) -> str:
-        return self.root.span_id.hex()
+        return otlp_wire.span_id_bytes(self.root.span_id).hex()
 
     def child(self, name: str, parent: AnySpan | None = None) -> AnySpan:
         parent_id = parent.span_id if isinstance(parent, Span) else self.root.span_id
@@ -181,8 +189,8 @@ class StreamTrace:
 
     def finish(self) -> None:
         self.root.end()
-        self._sink(b"".join(self.parts))
-        self.parts = []
+        self._sink(otlp_wire.encode_spans(self.trace_id, self.spans, self.trace_state))
+        self.spans = []
 
 
 class UnsampledTrace:
@@ -237,8 +245,15 @@ class OtlpTraceExporter:
     Create and ``start`` it on the server's event loop; ``submit`` is the tracer's sink.
     """
 
-    def __init__(self, endpoint: str, resource: resource_pb2.Resource, *, version: str = "", interval: float = 1.0,
-                 on_drop: Callable[[str, int], None] | None = None) -> None:
+    def __init__(
+        self,
+        endpoint: str,
+        resource: resource_pb2.Resource,
+        *,
+        version: str = "",
+        interval: float = 1.0,
+        on_drop: Callable[[str, int], None] | None = None,
+    ) -> None:
         self._client = OtlpClient(endpoint)
         self._resource = resource.SerializeToString()
         self._scope = common_pb2.InstrumentationScope(name=SCOPE_NAME, version=version)
