@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import base64
 import itertools
+import re
 import time
+from pathlib import Path
 
 import pytest
+import yaml
 
 from irl_extproc.codecs.anthropic_messages import AnthropicMessages
 from irl_extproc.codecs.openai_chat import OpenAIChat
@@ -137,3 +140,11 @@ def test_latency_budget() -> None:
     for _ in range(3):
         scan(text)
     assert (time.process_time() - started) / 3 < 0.05
+
+
+def test_the_detection_doc_example_is_a_valid_config() -> None:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "detection.md").read_text(encoding="utf-8")
+    [block] = re.findall(r"```yaml\n(.*?)```", doc, re.DOTALL)
+    [entry] = yaml.safe_load(block)
+    config = PromptInjectionConfig.model_validate(entry["prompt_injection"])
+    assert (config.threshold, config.tool_threshold, config.document_threshold) == (0.5, 0.6, 0.6)
