@@ -13,9 +13,11 @@ from collections.abc import Callable, Iterator
 from functools import lru_cache
 
 import phonenumbers
+import re2
 
 from irl_extproc.detect import Match, resolve_overlaps
 from irl_extproc.detect.gate import Gate
+from irl_extproc.detect.regions import finditer_near
 
 PII_TYPES = (
     "email", "phone", "credit_card", "iban", "us_ssn", "us_itin", "ip_address", "mac_address",
@@ -71,8 +73,12 @@ _EMAIL = re.compile(
 )
 
 
+# Every e-mail lies inside one run of these characters (its lookahead reads one more).
+_EMAIL_RUN = re2.compile(rb"[A-Za-z0-9._%+-]*@[A-Za-z0-9.-]*")
+
+
 def _emails(text: str) -> Iterator[Match]:
-    for m in _EMAIL.finditer(text):
+    for m in finditer_near(_EMAIL, text, _EMAIL_RUN, 0, 1):
         yield Match("email", m.start(), m.end(), 0.95, "email.pattern")
 
 
@@ -253,8 +259,14 @@ def _phone_score(candidate: str) -> float:
     return 0.45 if phonenumbers.is_possible_number(number) or 8 <= len(digits) <= 12 else 0.2
 
 
+# A phone's digits form one run of these characters (``\d`` as Python reads it: any decimal
+# digit); the match starts at most 4 characters before it ("( +1") and, with an extension and
+# the lookahead, reads at most 20 characters past it.
+_PHONE_DIGITS = re2.compile(r"\p{Nd}[\p{Nd} ().\-/]*\p{Nd}")
+
+
 def _phones(text: str, lower: str) -> Iterator[Match]:
-    for m in _PHONE.finditer(text):
+    for m in finditer_near(_PHONE, text, _PHONE_DIGITS, 4, 20):
         candidate = m.group().rstrip(" (.-/")
         skipped = len(candidate) - len(candidate.lstrip())
         candidate = candidate.lstrip()

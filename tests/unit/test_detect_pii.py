@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from irl_extproc.codecs.base import apply_redactions
 from irl_extproc.codecs.openai_chat import OpenAIChat
-from irl_extproc.detect.pii import card_issuer, detect_pii, iban_ok, luhn_ok
+from irl_extproc.detect.pii import (
+    _EMAIL,
+    _EMAIL_RUN,
+    _PHONE,
+    _PHONE_DIGITS,
+    card_issuer,
+    detect_pii,
+    iban_ok,
+    luhn_ok,
+)
+from irl_extproc.detect.regions import finditer_near
 from irl_extproc.invariants.base import CheckContext
 from irl_extproc.invariants.pii import Pii, PiiConfig
 from irl_extproc.masking import Masker, partial, restore, restore_conversation
@@ -108,3 +120,15 @@ def test_hash_without_key_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> N
 def test_restore_needs_placeholders() -> None:
     with pytest.raises(ValueError, match="restore: true needs redaction: placeholder"):
         PiiConfig(restore=True, redaction="partial")
+
+
+def test_scanning_near_digit_runs_finds_what_a_full_scan_finds() -> None:
+    """The phone and e-mail scans read only windows around RE2-found runs: same matches."""
+    rng = random.Random(11)
+    pieces = ["call", "+1 (415) 555-0132", "x12", " ext. 9", "jane.doe@example.com", "a@b@c.org", "(", "+",
+              "00 44 20 7946 0958", "2024-01-02", "3.14", "é", "tel:", "555 0100", "١٢٣٤٥٦٧٨", "-", "/"]
+    for _ in range(3000):
+        text = "".join(rng.choice(pieces) + rng.choice(["", " ", "\n"]) for _ in range(rng.randint(1, 12)))
+        for pattern, runs, before, after in ((_PHONE, _PHONE_DIGITS, 4, 20), (_EMAIL, _EMAIL_RUN, 0, 1)):
+            assert [m.span() for m in finditer_near(pattern, text, runs, before, after)] == [
+                m.span() for m in pattern.finditer(text)], text
