@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import re2
 
+from irl_extproc.detect.regions import char_offset
+
 
 def without_lookarounds(pattern: str) -> str:
     out, i = [], 0
@@ -89,6 +91,5 @@ class Gate:
         for index in sorted(self.candidates(raw)):  # in pattern order, whatever order the set found them
             m = self._each[index].search(raw)
             if m is not None:
-                at = m.start()
-                found.append((index, at if len(raw) == len(text) else len(raw[:at].decode())))
+                found.append((index, char_offset(raw, text, m.start())))
         return found

@@ -25,6 +25,8 @@ from functools import cache
 
 import re2
 
+from irl_extproc.detect.regions import char_offset
+
 _INVISIBLE = frozenset([
     0x00AD, 0x034F, 0x061C, 0x115F, 0x1160, 0x17B4, 0x17B5, 0x180E, 0x3164, 0xFEFF, 0xFFA0,
     *range(0x200B, 0x2010), *range(0x202A, 0x202F), *range(0x2060, 0x2070), *range(0xFE00, 0xFE10),
@@ -205,13 +207,9 @@ def decoded_views(text: str) -> list[DecodedView]:
     views: list[DecodedView] = []
     # RE2 scans the UTF-8 bytes: offsets are mapped back to characters only for what is kept.
     raw = text.encode()
-    ascii_only = len(raw) == len(text)
 
     def view(encoding: str, start: int, end: int, decoded: str) -> DecodedView:
-        if ascii_only:
-            return DecodedView(encoding, start, end, decoded)
-        head = len(raw[:start].decode())
-        return DecodedView(encoding, head, head + len(raw[start:end].decode()), decoded)
+        return DecodedView(encoding, char_offset(raw, text, start), char_offset(raw, text, end), decoded)
 
     for m in _BASE64.finditer(raw):
         chunk = m.group().rstrip(b"=")
