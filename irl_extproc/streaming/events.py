@@ -13,7 +13,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from irl_extproc.codecs.base import encode_json, loads_unicode, set_at
+import orjson
+
+from irl_extproc.codecs.base import encode_json, set_at
 from irl_extproc.conversation import JsonPath, Source, Usage
 from irl_extproc.streaming.sse import SseError, SseEvent, encode_event
 
@@ -54,7 +56,7 @@ class StreamCodec(Protocol):
 
 def json_object(data: str) -> dict[str, Any]:
     try:
-        document = loads_unicode(data)
+        document = orjson.loads(data)  # 4x json's speed; refuses unpaired surrogate escapes as loads_unicode does
     except (ValueError, RecursionError):
         raise SseError("an event's data is not valid JSON") from None
     if not isinstance(document, dict):

@@ -113,6 +113,7 @@ class ResponseStream:
         self.done = False  # the last reply was sent (or returned)
         self.passing = False  # fail_open: everything from here on goes out unchanged
         self._terminal_seen = False
+        self._text_sent = False  # the client has had some text: from now on, one check per chunk
         self._whole_checked = False
         self._unqueued: deque[SseEvent] = deque()  # events read but not yet queued (forwarded under fail_open)
         self._lock = asyncio.Lock()
@@ -191,7 +192,8 @@ class ResponseStream:
 
     def _inspect(self, data: bytes, end: bool) -> Iterator[tuple[bytes, bool]]:
         """Queue the chunk's events, then check once and release what became safe (a big chunk:
-        every ``_EVENTS_PER_TURN`` events, letting the loop serve other streams in between)."""
+        every ``_EVENTS_PER_TURN`` events, letting the loop serve other streams in between).
+        Until the client has any text, each text event is checked at once: time to first token."""
         now = asyncio.get_running_loop().time()
         self._unqueued = deque(self.parser.feed(data, final=end))
         since_turn = 0
@@ -207,12 +209,18 @@ class ResponseStream:
             if parsed.usage is not None:
                 self.usage = parsed.usage
             self._terminal_seen = self._terminal_seen or parsed.terminal
+            if parsed.fields and not self._text_sent and self._unqueued and (released := self._release()):
+                since_turn = 0
+                yield released, False
         yield self._finish(end) if end or self._terminal_seen else (self._release(), False)
 
     def _release(self) -> bytes:
         if not self._terminal_seen and self.window.due():
             self._check("window")
-        return self.window.release()
+        released = self.window.release()
+        if released and not self._text_sent:
+            self._text_sent = any(channel.released for channel in self.window.channels.values())
+        return released
 
     def _finish(self, end: bool) -> tuple[bytes, bool]:
         """The regular last event arrived, or the body ended: check everything, release it."""
