@@ -6,6 +6,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from irl_extproc.budgets.identity import IdentityConfig
 from irl_extproc.contract import ROUTE_METADATA_KEY
 from irl_extproc.policy.model import Match
 from irl_extproc.policy.resilience import (
@@ -22,6 +23,8 @@ from irl_extproc.render.plan import RenderPlan, RoutePlan
 from irl_extproc.render.proto_json import typed
 
 ROUTE_CONFIG_NAME = "irl_routes"
+# What IRL reads from the response headers message on routes that skip the request headers.
+RESPONSE_ATTRIBUTES = ("request.id", "request.path")
 EXTPROC_FILTER = "envoy.filters.http.ext_proc"
 RATE_LIMIT_FILTER = "envoy.filters.http.local_ratelimit"
 ALL_METHODS = ("GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE", "POST", "PATCH")
@@ -98,15 +101,38 @@ def retry_policy(resilience: Resilience) -> dict[str, Any] | None:
     return out
 
 
-def extproc_per_route(route: ResolvedRoute, sentinel: EffectiveSentinel | None) -> dict[str, Any]:
+def skips_request_headers(sentinel: EffectiveSentinel | None, identity: IdentityConfig) -> bool:
+    """A route that inspects only responses, with no identity read from a request header, needs
+    nothing from the request headers round trip: Envoy sends the request's id and path (and
+    identity attributes) with the response headers, forwards identity metadata with every
+    message, and the route removes ``accept-encoding`` itself. One round trip less before the
+    first token (docs/streaming.md)."""
+    return (
+        sentinel is not None
+        and sentinel.needs_response
+        and not sentinel.needs_request_body
+        and not identity.envoy_set_headers()
+    )
+
+
+def request_header_edits(route: ResolvedRoute, identity: IdentityConfig) -> dict[str, Any]:
+    """Route-level request header edits: what IRL's request headers reply does on other routes
+    (ask the upstream for an uncompressed, inspectable response)."""
+    return {"request_headers_to_remove": ["accept-encoding"]} if skips_request_headers(route.sentinel, identity) else {}
+
+
+def extproc_per_route(
+    route: ResolvedRoute, sentinel: EffectiveSentinel | None, identity: IdentityConfig
+) -> dict[str, Any]:
     """The listener's ext_proc filter is off by default (requests that match no route never
     reach IRL); routes with a Sentinel switch it on with their identity and body modes."""
     if sentinel is None:
         return typed("envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute", disabled=True)
     responses = sentinel.needs_response
-    overrides = {
+    skip = skips_request_headers(sentinel, identity)
+    overrides: dict[str, Any] = {
         "processing_mode": {
-            "request_header_mode": "SEND",
+            "request_header_mode": "SKIP" if skip else "SEND",
             "response_header_mode": "SEND" if responses else "SKIP",
             "request_body_mode": "BUFFERED" if sentinel.needs_request_body else "NONE",
             # Full duplex lets IRL hold back part of a streamed (SSE) response and release it
@@ -118,6 +144,8 @@ def extproc_per_route(route: ResolvedRoute, sentinel: EffectiveSentinel | None) 
         "grpc_initial_metadata": [{"key": ROUTE_METADATA_KEY, "value": route.id}],
         "failure_mode_allow": sentinel.on_error == "fail_open",
     }
+    if skip:
+        overrides["response_attributes"] = sorted({*RESPONSE_ATTRIBUTES, *identity.request_attributes()})
     return typed(
         "envoy.config.route.v3.FilterConfig",
         config=typed("envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute", overrides=overrides),
@@ -147,7 +175,7 @@ def rate_limit_per_route(route: ResolvedRoute, limit: RateLimit) -> dict[str, An
     )
 
 
-def route_entry(entry: RoutePlan) -> dict[str, Any]:
+def route_entry(entry: RoutePlan, identity: IdentityConfig) -> dict[str, Any]:
     route, resilience = entry.route, entry.route.resilience
     action: dict[str, Any] = {"cluster": entry.cluster}
     if resilience.timeouts and resilience.timeouts.request is not None:
@@ -159,7 +187,7 @@ def route_entry(entry: RoutePlan) -> dict[str, Any]:
     policy = retry_policy(resilience)
     if policy:
         action["retry_policy"] = policy
-    per_filter: dict[str, Any] = {EXTPROC_FILTER: extproc_per_route(route, route.sentinel)}
+    per_filter: dict[str, Any] = {EXTPROC_FILTER: extproc_per_route(route, route.sentinel, identity)}
     if resilience.rate_limit:
         per_filter[RATE_LIMIT_FILTER] = rate_limit_per_route(route, resilience.rate_limit)
     return {
@@ -167,6 +195,7 @@ def route_entry(entry: RoutePlan) -> dict[str, Any]:
         "match": route_match(route.match),
         "route": action,
         "typed_per_filter_config": per_filter,
+        **request_header_edits(route, identity),
     }
 
 
@@ -177,7 +206,7 @@ def route_configuration(render_plan: RenderPlan) -> dict[str, Any]:
     shared: list[dict[str, Any]] = []
     by_service: dict[str, list[dict[str, Any]]] = {}
     for entry in render_plan.routes:
-        by_service.setdefault(entry.route.service, []).append(route_entry(entry))
+        by_service.setdefault(entry.route.service, []).append(route_entry(entry, document.identity))
     for name, service in document.services.items():
         routes = by_service.get(name, [])
         if service.hosts:

@@ -26,6 +26,7 @@ from irl_extproc.render.envoy_routes import (
     extproc_per_route,
     methods_regex,
     rate_limit_per_route,
+    request_header_edits,
     retried_methods,
 )
 from irl_extproc.render.istio_models import (
@@ -326,7 +327,8 @@ def _envoy_filter(
         ),
     ]
     for entry in render_plan.routes:
-        per_filter: dict[str, Any] = {EXTPROC_FILTER: extproc_per_route(entry.route, entry.route.sentinel)}
+        identity = policy.document.identity
+        per_filter: dict[str, Any] = {EXTPROC_FILTER: extproc_per_route(entry.route, entry.route.sentinel, identity)}
         if entry.route.resilience.rate_limit:
             per_filter[RATE_LIMIT_FILTER] = rate_limit_per_route(entry.route, entry.route.resilience.rate_limit)
         for name in http_names[entry.route.id]:
@@ -339,7 +341,10 @@ def _envoy_filter(
                             vhost=VirtualHostMatch(route=RouteMatch(name=name))
                         ),
                     ),
-                    patch=Patch(operation="MERGE", value={"typed_per_filter_config": per_filter}),
+                    patch=Patch(
+                        operation="MERGE",
+                        value={"typed_per_filter_config": per_filter, **request_header_edits(entry.route, identity)},
+                    ),
                 )
             )
     return EnvoyFilter(

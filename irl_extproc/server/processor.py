@@ -89,6 +89,14 @@ def _headers(http_headers: ep.HttpHeaders) -> dict[str, str]:
     }
 
 
+def _attribute(message: ep.ProcessingRequest, name: str) -> str:
+    """An ext_proc attribute Envoy sent with this message ("" when absent)."""
+    for struct in message.attributes.values():
+        if name in struct.fields:
+            return struct.fields[name].string_value
+    return ""
+
+
 Send = Callable[[ep.ProcessingResponse], Awaitable[None]]
 
 
@@ -127,6 +135,9 @@ class StreamProcessor:
         phase = message.WhichOneof("request")
         if phase is None or phase not in responses.PHASE_FIELDS:
             return None  # observability-only or unknown message types need no answer
+        if message.HasField("protocol_config"):  # on the first message, whichever phase that is
+            self.request.body_mode = message.protocol_config.request_body_mode
+            self.response.body_mode = message.protocol_config.response_body_mode
         with self.tel.phase(phase):
             try:
                 handler = getattr(self, f"on_{phase}")
@@ -161,15 +172,7 @@ class StreamProcessor:
 
     async def on_request_headers(self, headers: ep.HttpHeaders, message: ep.ProcessingRequest) -> ep.ProcessingResponse:
         self.request.headers = _headers(headers)
-        self.path = self.request.headers.get(":path", "")
-        self.request_id = self.request.headers.get("x-request-id", "")
-        # Who the request belongs to, from what Envoy vouches for (docs/budgets.md: trust model).
-        self.context.identity = resolve_identity(self.policy.loaded.document.identity, message)
-        self.context.tenant = self.tel.tenant = self.context.identity.get("tenant")
-        self.tel.request_id = self.request_id
-        if message.HasField("protocol_config"):
-            self.request.body_mode = message.protocol_config.request_body_mode
-            self.response.body_mode = message.protocol_config.response_body_mode
+        self._identify(message, self.request.headers.get(":path", ""), self.request.headers.get("x-request-id", ""))
         route = self.route
         if route is None:
             raise Reject(500, "irl_unknown_route", f"IRL has no policy for route {self.route_id!r}")
@@ -179,6 +182,13 @@ class StreamProcessor:
         if route.sentinel.needs_request_body:
             self._check_request_headers(route, end_of_stream=headers.end_of_stream)
         return responses.mutate("request_headers", remove_headers=remove)
+
+    def _identify(self, message: ep.ProcessingRequest, path: str, request_id: str) -> None:
+        self.path, self.request_id = path, request_id
+        # Who the request belongs to, from what Envoy vouches for (docs/budgets.md: trust model).
+        self.context.identity = resolve_identity(self.policy.loaded.document.identity, message)
+        self.context.tenant = self.tel.tenant = self.context.identity.get("tenant")
+        self.tel.request_id = self.request_id
 
     def _check_request_headers(self, route: CompiledRoute, *, end_of_stream: bool) -> None:
         sentinel = route.sentinel
@@ -224,7 +234,11 @@ class StreamProcessor:
         changed = redact(conversation, decision) > 0 or changed
         return self._body_reply("request_body", side, conversation if changed else None, raw)
 
-    async def on_response_headers(self, headers: ep.HttpHeaders, _: ep.ProcessingRequest) -> ep.ProcessingResponse:
+    async def on_response_headers(self, headers: ep.HttpHeaders, msg: ep.ProcessingRequest) -> ep.ProcessingResponse:
+        if not self.request.headers:  # a response-only route skips the request headers (render/envoy_routes.py)
+            self._identify(msg, _attribute(msg, "request.path"), _attribute(msg, "request.id"))
+            if self.route is None:
+                raise Reject(500, "irl_unknown_route", f"IRL has no policy for route {self.route_id!r}")
         self.response.headers = _headers(headers)
         status = self.response.headers.get(":status", "0")
         self.status = int(status) if status.isdigit() else 0

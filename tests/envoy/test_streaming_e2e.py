@@ -49,6 +49,7 @@ VALUES = {  # value → what the client must get instead
     "GB82 WEST 1234 5698 7654 32": "[IBAN_1]",
     "ghp_aB3dE5fG7hJ9kL1mN3pQ5rS7tU9vW1xY3zA5": "[GITHUB_TOKEN_1]",
 }
+SPLIT = {"x-demo-split": "8,12,20"}
 WORDS = ["alpha", "beta", "gamma", "delta", "streams", "arrive", "in", "pieces", "over", "time"]
 
 
@@ -136,6 +137,14 @@ def test_property_echoed_placeholders_split_anywhere_are_restored(stack: Stack, 
         status, body = stream_raw(stack, api_format, {"x-demo-split": split}, asking(api_format, user))
         assert status == 200
         assert client_text(api_format, body) == "echo: " + user, (case, split)
+
+
+def test_a_response_only_route_skips_the_request_round_trip_and_still_inspects(stack: Stack) -> None:
+    headers = {"host": "response-only.test", "accept-encoding": "gzip, br"}
+    status, body = stream_raw(stack, "openai-chat", {**headers, **steer("mail jane.doe@example.com", **SPLIT)})
+    assert status == 200
+    assert client_text("openai-chat", body) == "mail [EMAIL_1]"
+    assert "accept-encoding" not in stack.received()[-1]["headers"]  # removed by the route itself
 
 
 def test_openai_sdk_streams_redacted_text(stack: Stack) -> None:

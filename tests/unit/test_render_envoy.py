@@ -84,6 +84,49 @@ def test_each_route_carries_its_identity_and_needs_only_the_bodies_it_checks() -
     }
 
 
+RESPONSE_ONLY = """
+version: 1
+{identity}
+services:
+  a:
+    upstream: {{address: 127.0.0.1, port: 1}}
+    routes:
+      - name: out
+        match: {{prefix: /out}}
+        sentinel: {{response: [{{pii: {{}}}}]}}
+      - name: both
+        match: {{prefix: /both}}
+        sentinel: {{request: [{{pii: {{}}}}], response: [{{pii: {{}}}}]}}
+"""
+
+
+@pytest.mark.parametrize(
+    ("identity", "skipped", "attributes"),
+    [
+        ("", True, ["request.id", "request.path"]),
+        ("identity: {tenant: {attribute: source.principal}}", True, ["request.id", "request.path", "source.principal"]),
+        ("identity: {tenant: {metadata: {namespace: envoy.filters.http.jwt_authn, path: [org]}}}", True, None),
+        ("identity: {tenant: {header: x-tenant, header_set_by_envoy: true}}", False, None),
+    ],
+)
+def test_response_only_routes_skip_the_request_headers_round_trip(
+    tmp_path: Path, identity: str, skipped: bool, attributes: list[str] | None
+) -> None:
+    policy = tmp_path / "p.yaml"
+    policy.write_text(RESPONSE_ONLY.format(identity=identity))
+    routes = routes_by_name(bootstrap(policy))
+    out, both = overrides(routes["a/out"]), overrides(routes["a/both"])
+    assert out["processing_mode"]["request_header_mode"] == ("SKIP" if skipped else "SEND")
+    assert both["processing_mode"]["request_header_mode"] == "SEND"  # request invariants need the request
+    if skipped:  # what the request headers reply gave IRL comes another way
+        assert out["response_attributes"] == (attributes or ["request.id", "request.path"])
+        assert routes["a/out"]["request_headers_to_remove"] == ["accept-encoding"]
+    else:
+        assert "response_attributes" not in out
+        assert "request_headers_to_remove" not in routes["a/out"]
+    assert "request_headers_to_remove" not in routes["a/both"]
+
+
 def test_extproc_cluster_balances_every_endpoint_over_http2() -> None:
     extproc = cluster(bootstrap(POLICIES / "basic.yaml"), "irl_extproc")
     hosts = [

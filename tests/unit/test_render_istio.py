@@ -141,6 +141,20 @@ def test_envoy_filter_inserts_extproc_before_the_router_and_names_each_route() -
     assert "envoy.filters.http.local_ratelimit" in route_patches["payments-refunds-retried"]
 
 
+def test_a_response_only_route_skips_the_request_headers_in_the_mesh_too(tmp_path: Path) -> None:
+    policy = tmp_path / "p.yaml"
+    policy.write_text(
+        "version: 1\nservices:\n  a:\n    upstream: {address: llm.ai.svc.cluster.local, port: 80}\n"
+        "    routes:\n      - {name: out, match: {prefix: /}, sentinel: {response: [{pii: {}}]}}\n"
+    )
+    (envoy_filter,) = by_kind(rendered(policy=policy), "EnvoyFilter")
+    (route,) = [p["patch"]["value"] for p in envoy_filter["spec"]["configPatches"] if p["applyTo"] == "HTTP_ROUTE"]
+    overrides = route["typed_per_filter_config"]["envoy.filters.http.ext_proc"]["config"]["overrides"]
+    assert overrides["processing_mode"]["request_header_mode"] == "SKIP"
+    assert overrides["response_attributes"] == ["request.id", "request.path"]
+    assert route["request_headers_to_remove"] == ["accept-encoding"]
+
+
 def test_contexts_and_gateway_hosts() -> None:
     documents = rendered(IstioOptions(context="GATEWAY"))
     assistant = next(d for d in by_kind(documents, "VirtualService") if d["metadata"]["name"] == "irl-assistant")
