@@ -12,7 +12,9 @@ decoding, nothing else) measures:
     .venv/bin/python -m benchmarks.bench_streaming --words 400 --seconds 10
 
 The IRL route inspects only the response (pii, secrets, a deny pattern; the policy's default
-128-character / 1 s window), so the numbers are the cost of streaming enforcement.
+128-character / 1 s window), so the numbers are the cost of streaming enforcement; such a
+route skips the request headers round trip (docs/streaming.md). The headers-only route (one
+request headers round trip, no body) shows what opening an ext_proc stream costs alone.
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ services:
     upstream: {address: 127.0.0.1, port: 18080}
     sentinel: {}
 """
-HEADERS_ONLY = "envoy+irl headers only"  # the same IRL, one header round trip each way: the fixed part
+HEADERS_ONLY = "envoy+irl headers only"  # the same IRL, one request headers round trip: a stream's fixed cost
 _CONTENT = re.compile(rb'"delta":\{"content":"[^"]')  # a non-empty content delta (linear, fixed)
 _WORDS = ("pressure", "valve", "station", "logged", "steady", "crew", "replaced", "seals", "before", "inspection")
 
@@ -223,8 +225,8 @@ def report(results: dict[str, dict[str, float]], args: argparse.Namespace) -> No
     print(f"[{'PASS' if not failed else 'FAIL'}] no failed streams at {args.streams} concurrent: {failed:.0f}")
     fixed = results[HEADERS_ONLY]["ttft_p50_ms"] - alone["ttft_p50_ms"]
     print(
-        f"[INFO] of the TTFT added, the request/response header round trips (headers-only route): {fixed:.3f} ms; "
-        f"holding back and checking the first {args.window or 128} characters: {ttft_added - fixed:.3f} ms"
+        f"[INFO] TTFT added by a route with one header round trip and no body (headers-only): {fixed:.3f} ms; "
+        f"the streaming route (response headers, then the first text checked and released): {ttft_added:.3f} ms"
     )
 
 

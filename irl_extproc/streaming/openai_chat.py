@@ -20,12 +20,13 @@ _ERRORS = OpenAIChat()
 
 def _choice_fields(parsed: Parsed, position: int, number: int, delta: dict[str, Any]) -> None:
     path = ("choices", position, "delta")
-    parsed.fields += [
-        TextField((number, key), "assistant", (*path, key), delta[key])
-        for key in ("content", "refusal")
-        if isinstance(delta.get(key), str) and delta[key]
-    ]
-    for j, call in items(delta.get("tool_calls")):
+    for key in ("content", "refusal"):
+        text = delta.get(key)
+        if text and isinstance(text, str):
+            parsed.fields.append(TextField((number, key), "assistant", (*path, key), text))
+    if not delta.get("tool_calls"):
+        return
+    for j, call in items(delta["tool_calls"]):
         function = call.get("function")
         if not isinstance(function, dict):
             continue
@@ -44,22 +45,24 @@ class OpenAIChatStream:
     summaries = False
 
     def parse(self, event: SseEvent) -> Parsed:
-        if event.data is None:
+        data = event.data
+        if data is None:
             return Parsed()
-        if event.data.strip() == "[DONE]":
+        if data.strip() == "[DONE]":
             return Parsed(terminal=True)
-        document = json_object(event.data)
+        document = json_object(data)
         parsed = Parsed(document)
         closes = []
         for position, choice in items(document.get("choices")):
             number = integer(choice.get("index"))
             number = position if number is None else number
             delta = choice.get("delta")
-            if isinstance(delta, dict):
+            if delta and isinstance(delta, dict):
                 _choice_fields(parsed, position, number, delta)
             if choice.get("finish_reason") is not None:
                 closes.append((number,))
-        parsed.closes = tuple(closes)
+        if closes:
+            parsed.closes = tuple(closes)
         usage = document.get("usage")
         if isinstance(usage, dict):
             parsed.usage = Usage(integer(usage.get("prompt_tokens")), integer(usage.get("completion_tokens")))
