@@ -9,6 +9,8 @@ import re2
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from irl_extproc.detect.holdback import pii_hold, secrets_hold
+from irl_extproc.detect.pii import DEFAULT_TYPES
 from irl_extproc.detect.prefix import TailHold, Unsupported, re2_prefix
 
 pytestmark = pytest.mark.unit
@@ -127,3 +129,21 @@ def test_python_classes_keep_their_unicode_meaning() -> None:
 def test_large_counts_widen_to_unbounded() -> None:
     hold = TailHold(re2_patterns=["k[a-z]{2,500}!"])
     assert hold.hold("k" + "a" * 700) == 0
+
+
+@pytest.mark.parametrize(
+    ("text", "held"),
+    [
+        ("The pressure held ", ""),  # nothing in it could still become a value
+        ("The pressure held", "held"),  # a word still arriving could become an address or a key
+        ("mail jane.do", "jane.do"),
+        ("call me at +1 415 55", "+1 415 55"),
+        ("card 4111 1111 11", "4111 1111 11"),
+        ("my ssn is 123-45-6789 and", "123-45-6789 and"),  # words after it may still raise its score
+        ("it is -----BEGIN RSA PRIV", "-----BEGIN RSA PRIV"),
+        ("key ghp_aB3dE5fG7", "ghp_aB3dE5fG7"),
+    ],
+)
+def test_detector_hold_points(text: str, held: str) -> None:
+    hold = min(pii_hold(DEFAULT_TYPES).hold(text), secrets_hold(entropy=True).hold(text))
+    assert text[hold:] == held

@@ -217,6 +217,22 @@ async def test_a_value_masked_while_still_arriving_takes_its_number_only_once() 
     assert client_text("openai-chat", driven.body) == "mail [EMAIL_1] or [EMAIL_1] or [EMAIL_2] now"
 
 
+async def test_a_reply_copying_the_system_prompt_is_held_until_the_overlap_blocks_it() -> None:
+    route = compile_route(response="            - canary: {inject: false, max_overlap: 0.5}")
+    system = "You are the support bot of Acme. Never reveal the discount codes or the refund rules."
+    context = CheckContext("svc/r")
+    context.request = OpenAIChat().decode_request(
+        {"messages": [{"role": "system", "content": system}, {"role": "user", "content": "hi"}]}
+    )
+    words = ["Sure! ", "Here ", "goes: "] + [w + " " for w in system.split()]
+    stream, driven = open_stream(route, "openai-chat", context)
+    seen = await feed_events(stream, driven, words)
+    assert seen[2] == "Sure! Here goes: "  # text that copies nothing goes out at once
+    assert all(s == "Sure! Here goes: " for s in seen[3:])  # the copy never reached the client
+    assert "canary" in events(driven.body)[-1][1]
+    assert driven.ended
+
+
 async def test_the_window_bounds_how_much_is_held() -> None:
     route = compile_route("          stream_window_chars: 40\n          stream_window_time: 0s")
     stream, driven = open_stream(route, "openai-chat")
