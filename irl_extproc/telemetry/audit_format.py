@@ -72,16 +72,19 @@ def encode_record(record: Mapping[str, Any], sequence: int, prev_hash: str) -> t
     Raises TypeError for what JSON cannot represent (bytes, sets, non-str keys); NaN and
     infinities become null.
     """
-    if any(name in record for name in CHAIN_FIELDS):
-        raise ValueError("a record must not set sequence/prev_hash/hash: the audit writer does")
     if not isinstance(record, dict):
         raise TypeError("a record must be a dict")
+    if "sequence" in record or "prev_hash" in record or "hash" in record:  # CHAIN_FIELDS
+        raise ValueError("a record must not set sequence/prev_hash/hash: the audit writer does")
     rest = orjson.dumps(record)
-    body = b'{"sequence":%d,"prev_hash":"%s"' % (sequence, prev_hash.encode("ascii"))
-    if rest != b"{}":
-        body += b"," + rest[1:-1]
+    body = b'{"sequence":%d,"prev_hash":"%s"%s%s' % (
+        sequence,
+        prev_hash.encode("ascii"),
+        b"," if len(rest) > 2 else b"",
+        rest[1:-1],
+    )
     digest = hashlib.sha256(body).hexdigest()
-    return body + b',"hash":"' + digest.encode("ascii") + b'"}\n', digest
+    return b'%s,"hash":"%s"}\n' % (body, digest.encode("ascii")), digest
 
 
 def decode_record(line: bytes) -> ChainedRecord:

@@ -84,8 +84,11 @@ class BatchExporter:
         max_batch: int = 512,
         max_queue: int = 8192,
         on_drop: Callable[[str, int], None] | None = None,
+        prepare: Callable[[], None] | None = None,
     ) -> None:
+        """``prepare`` runs before each round of shipping (to submit what its owner holds back)."""
         self._send = send
+        self._prepare = prepare
         self._interval = interval
         self._max_batch = max_batch
         self._max_queue = max_queue
@@ -117,6 +120,8 @@ class BatchExporter:
                 await asyncio.wait_for(self._wake.wait(), self._interval)
             self._wake.clear()
             stopping = self._stopping
+            if self._prepare is not None:
+                self._prepare()
             while self._queue:
                 batch = [self._queue.popleft() for _ in range(min(self._max_batch, len(self._queue)))]
                 if not await self._send(batch):

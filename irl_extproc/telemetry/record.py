@@ -29,7 +29,13 @@ MAX_LABEL_CHARS = 128  # model names come from request bodies: bound what teleme
 
 def phase_name(phase: str) -> str:
     """``request_body`` → ``PHASE_REQUEST_BODY`` (the ext_proc oneof names IRL uses)."""
-    return "PHASE_" + phase.upper()
+    name = _PHASE_NAMES.get(phase)
+    if name is None:
+        name = _PHASE_NAMES[phase] = "PHASE_" + phase.upper()  # a handful of phases
+    return name
+
+
+_PHASE_NAMES: dict[str, str] = {}
 
 
 def mode_name(mode: str) -> str:
@@ -112,6 +118,73 @@ def usage_entry(conversation: Conversation) -> Record:
     return usage
 
 
+def record_head(
+    *,
+    service: str,
+    route: str,
+    policy_version: str,
+    mode: str,
+    request_id: str = "",
+    trace_id: str = "",
+    span_id: str = "",
+    tenant: str | None = None,
+) -> Record:
+    """The fields all decision records of one stream share, in record order (``time`` first, set
+    by ``decision_fields``). A stream builds it once and fills a copy per decision."""
+    head: Record = {"time": ""}
+    if request_id:
+        head["request_id"] = request_id
+    if trace_id:
+        head["trace_id"] = trace_id
+    if span_id:
+        head["span_id"] = span_id
+    head.update(service=service, route=route, policy_version=policy_version, mode=mode_name(mode))
+    if tenant:
+        head["tenant"] = tenant
+    return head
+
+
+def decision_fields(
+    record: Record,
+    phase: str,
+    verdict: str,
+    enforced: bool,
+    *,
+    results: Sequence[Record] = (),
+    status: int = 0,
+    error: str | None = None,
+    flags: Sequence[str] = (),
+    usage: Mapping[str, Any] | None = None,
+    charges: Sequence[Mapping[str, Any]] = (),
+    duration_us: int = 0,
+    time_ns: int | None = None,
+) -> Record:
+    """Complete a copy of ``record_head`` with one decision (empty fields left out).
+
+    ``verdict`` is allow / redact / block / error; ``charges`` entries follow the
+    ``Charge`` message (budget, key, tokens, cost, currency, remaining, estimated).
+    """
+    record["time"] = rfc3339(time.time_ns() if time_ns is None else time_ns)
+    record["phase"] = phase_name(phase)
+    record["verdict"] = _VERDICTS[verdict]
+    record["enforced"] = enforced
+    if results:
+        record["results"] = list(results)
+    if status:
+        record["status"] = status
+    if error:
+        record["error"] = error
+    if flags:
+        record["flags"] = list(flags)
+    if usage:
+        record["usage"] = dict(usage)
+    if charges:
+        record["charges"] = [dict(c) for c in charges]
+    if duration_us:
+        record["duration_us"] = duration_us
+    return record
+
+
 def decision_record(
     *,
     service: str,
@@ -134,37 +207,31 @@ def decision_record(
     duration_us: int = 0,
     time_ns: int | None = None,
 ) -> Record:
-    """One ``irl.v1.DecisionRecord`` as proto3 JSON (empty fields left out).
-
-    ``verdict`` is allow / redact / block / error; ``charges`` entries follow the
-    ``Charge`` message (budget, key, tokens, cost, currency, remaining, estimated).
-    """
-    record: Record = {"time": rfc3339(time.time_ns() if time_ns is None else time_ns)}
-    if request_id:
-        record["request_id"] = request_id
-    if trace_id:
-        record["trace_id"] = trace_id
-    if span_id:
-        record["span_id"] = span_id
-    record.update(service=service, route=route, policy_version=policy_version, mode=mode_name(mode))
-    if tenant:
-        record["tenant"] = tenant
-    record.update(phase=phase_name(phase), verdict=_VERDICTS[verdict], enforced=enforced)
-    if results:
-        record["results"] = list(results)
-    if status:
-        record["status"] = status
-    if error:
-        record["error"] = error
-    if flags:
-        record["flags"] = list(flags)
-    if usage:
-        record["usage"] = dict(usage)
-    if charges:
-        record["charges"] = [dict(c) for c in charges]
-    if duration_us:
-        record["duration_us"] = duration_us
-    return record
+    """One ``irl.v1.DecisionRecord`` as proto3 JSON: ``record_head`` completed by ``decision_fields``."""
+    head = record_head(
+        service=service,
+        route=route,
+        policy_version=policy_version,
+        mode=mode,
+        request_id=request_id,
+        trace_id=trace_id,
+        span_id=span_id,
+        tenant=tenant,
+    )
+    return decision_fields(
+        head,
+        phase,
+        verdict,
+        enforced,
+        results=results,
+        status=status,
+        error=error,
+        flags=flags,
+        usage=usage,
+        charges=charges,
+        duration_us=duration_us,
+        time_ns=time_ns,
+    )
 
 
 def envoy_metadata(record: Mapping[str, Any]) -> dict[str, str]:

@@ -108,6 +108,7 @@ class StreamTelemetry:
         "_phase_id",
         "_phase_start",
         "_phase_verdict",
+        "_record_head",
         "mode",
         "policy_version",
         "request_id",
@@ -137,27 +138,29 @@ class StreamTelemetry:
         self._phase_enforced = True
         self._phase_error: str | None = None
         self._check = InvariantScope()
+        self._record_head: records.Record | None = None  # built at the first decision record
+        self.trace: AnyTrace = _UNTRACED  # metrics alone need no trace ids
         self._active = hub.active
         if not self._active:
-            self.trace: AnyTrace = _UNTRACED
             return
-        self.trace = hub.tracer.stream(
-            extract(metadata),
-            (
-                ("rpc.system", "grpc"),
-                ("irl.service", service),
-                ("irl.route", route),
-                ("irl.policy_version", policy_version[:12]),
-            ),
-        )
+        if hub.tracer.enabled or hub.audit is not None:
+            self.trace = hub.tracer.stream(
+                extract(metadata),
+                (
+                    ("rpc.system", "grpc"),
+                    ("irl.service", service),
+                    ("irl.route", route),
+                    ("irl.policy_version", policy_version[:12]),
+                ),
+            )
         if hub.metrics is not None:
             hub.metrics.streams.add(self._labels)
 
     @property
     def trace_id(self) -> str:
-        if self._active:
+        if self.trace is not _UNTRACED:
             return self.trace.trace_id_hex
-        parent = extract(self._metadata)  # nothing records: read Envoy's trace id only when asked
+        parent = extract(self._metadata)  # nothing needed it so far: read Envoy's trace id when asked
         return parent.trace_id.hex() if parent else ""
 
     # -- scopes -------------------------------------------------------------------------------
@@ -204,40 +207,22 @@ class StreamTelemetry:
 
     def _trace_phase(self, trace: StreamTrace, results: list[Result], end: int) -> None:
         """The phase's span and one child span per invariant evaluation (durations are the spans' own)."""
-        phase_id = self._phase_id
+        offset, spans, phase_id = trace.clock_offset, trace.spans, self._phase_id
+        span_id = trace.next_id
+        trace.next_id = span_id + len(results)
         for name, findings, action, start, stop, error in results:
-            header = span_header(
-                "irl.invariant." + name, KIND_INTERNAL, (("irl.invariant", name), ("irl.action", action))
-            )
-            attributes: list[Attribute] = []
-            if findings:
-                top = max(findings, key=_score)
-                attributes += [
-                    ("irl.findings", len(findings)),
-                    ("irl.score", float(top.score)),
-                    ("irl.rule", top.rule),
-                    ("irl.layer", top.layer),
-                ]
-            if error is not None:
-                attributes.append(("error.type", error))
-            trace.add(
-                (trace.next_span_id(), phase_id, trace.epoch_ns(start), trace.epoch_ns(stop), header, attributes, error)
-            )
+            header = _INVARIANT_HEADERS.get((name, action)) or _invariant_header(name, action)
+            attributes: Sequence[Attribute] = ()
+            if findings or error is not None:
+                attributes = _finding_attributes(findings, error)
+            spans.append((span_id, phase_id, start + offset, stop + offset, header, attributes, error))
+            span_id += 1
         verdict, error = self._phase_verdict, self._phase_error
-        decided: tuple[Attribute, ...] = ()
-        if verdict is not None:
-            decided = (("irl.verdict", verdict), ("irl.enforced", self._phase_enforced))
-        header = span_header("irl." + self._phase, KIND_INTERNAL, decided)
-        trace.add(
-            (
-                phase_id,
-                trace.root.span_id,
-                trace.epoch_ns(self._phase_start),
-                trace.epoch_ns(end),
-                header,
-                () if error is None else (("error.type", error),),
-                error,
-            )
+        key = (self._phase, verdict, self._phase_enforced)
+        header = _PHASE_HEADERS.get(key) or _phase_header(*key)
+        attributes = () if error is None else (("error.type", error),)
+        spans.append(
+            (phase_id, trace.root.span_id, self._phase_start + offset, end + offset, header, attributes, error)
         )
 
     # -- the decision -------------------------------------------------------------------------
@@ -272,29 +257,35 @@ class StreamTelemetry:
         self._note(verdict, enforced, error, usage)
         if self._hub.audit is None:
             return None
+        head = self._record_head
+        if head is None:
+            head = self._record_head = records.record_head(
+                service=self.service,
+                route=self.route,
+                policy_version=self.policy_version,
+                mode=self.mode,
+                request_id=self.request_id,
+                trace_id=self.trace.trace_id_hex,
+                span_id=self.trace.span_id_hex,
+                tenant=self.tenant,
+            )
         results = [
             records.invariant_result(name, findings, (stop - start) // 1000, conversation, error=failure, action=action)
             for name, findings, action, start, stop, failure in self._check.results
         ]
-        record = records.decision_record(
-            service=self.service,
-            route=self.route,
-            policy_version=self.policy_version,
-            mode=self.mode,
-            phase=self._phase,
-            verdict=verdict,
-            enforced=enforced,
+        duration_us = (_clock() - self._phase_start) // 1000 if self._phase_start else 0
+        record = records.decision_fields(
+            head.copy(),
+            self._phase,
+            verdict,
+            enforced,
             results=results,
-            request_id=self.request_id,
-            trace_id=self.trace.trace_id_hex,
-            span_id=self.trace.span_id_hex,
-            tenant=self.tenant,
             status=status,
             error=error,
             flags=flags,
             usage=usage,
             charges=charges,
-            duration_us=(_clock() - self._phase_start) // 1000 if self._phase_start else 0,
+            duration_us=duration_us,
         )
         return self._hub.audit_record(record)
 
@@ -345,6 +336,42 @@ class StreamTelemetry:
 
 def _score(finding: Finding) -> float:
     return finding.score
+
+
+def _finding_attributes(findings: Sequence[Finding], error: str | None) -> list[Attribute]:
+    """An invariant span's attributes beyond its name and action: the top finding, the error type."""
+    attributes: list[Attribute] = []
+    if findings:
+        top = max(findings, key=_score)
+        attributes += [
+            ("irl.findings", len(findings)),
+            ("irl.score", float(top.score)),
+            ("irl.rule", top.rule),
+            ("irl.layer", top.layer),
+        ]
+    if error is not None:
+        attributes.append(("error.type", error))
+    return attributes
+
+
+# Span headers (name, kind and the attributes that repeat) by invariant and action, and by phase
+# and decision: a handful each, named by the policy.
+_INVARIANT_HEADERS: dict[tuple[str, str], bytes] = {}
+_PHASE_HEADERS: dict[tuple[str, str | None, bool], bytes] = {}
+
+
+def _invariant_header(name: str, action: str) -> bytes:
+    header = span_header("irl.invariant." + name, KIND_INTERNAL, (("irl.invariant", name), ("irl.action", action)))
+    _INVARIANT_HEADERS[(name, action)] = header
+    return header
+
+
+def _phase_header(phase: str, verdict: str | None, enforced: bool) -> bytes:
+    decided: tuple[Attribute, ...] = ()
+    if verdict is not None:
+        decided = (("irl.verdict", verdict), ("irl.enforced", enforced))
+    header = _PHASE_HEADERS[(phase, verdict, enforced)] = span_header("irl." + phase, KIND_INTERNAL, decided)
+    return header
 
 
 _RANK = {"allow": 0, "redact": 1, "block": 2, "error": 3}
