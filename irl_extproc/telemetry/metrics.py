@@ -3,7 +3,8 @@
 Why not the OpenTelemetry metrics SDK on the hot path: measured here, one
 ``counter.add``/``histogram.record`` costs ~11 µs, and a request records a dozen.
 ``Counter.add`` and ``Histogram.record`` below are a dict lookup and an increment
-(~0.5 µs). Both exports read the same aggregates: a ``prometheus_client`` collector
+(~0.3 µs); a stream looks its route's cells up once (``RouteCells``) and then only
+increments lists. Both exports read the same aggregates: a ``prometheus_client`` collector
 serves them for scraping, and ``OtlpMetricsExporter`` pushes them (cumulative) to an
 OTLP collector. The names are documented in ``docs/metrics.md``; keep both in step.
 
@@ -48,20 +49,22 @@ class Counter:
     unit: str
     description: str
     labels: Labels
-    values: dict[Labels, int] = field(default_factory=dict)
+    values: dict[Labels, list[int]] = field(default_factory=dict)  # per label set: [count]
+
+    def cell(self, labels: Labels) -> list[int]:
+        """The label set's cell (``cell[0] += n`` counts); past ``MAX_SERIES``, the overflow cell."""
+        cell = self.values.get(labels)
+        if cell is None:
+            if len(self.values) >= MAX_SERIES:
+                labels = (OVERFLOW,) * len(self.labels)
+            cell = self.values.setdefault(labels, [0])
+        return cell
 
     def add(self, labels: Labels, value: int = 1) -> None:
-        values = self.values
-        if labels in values:
-            values[labels] += value
-        elif len(values) < MAX_SERIES:
-            values[labels] = value
-        else:
-            overflow = (OVERFLOW,) * len(self.labels)
-            values[overflow] = values.get(overflow, 0) + value
+        self.cell(labels)[0] += value
 
     def snapshot(self) -> list[tuple[Labels, int]]:
-        return list(self.values.copy().items())
+        return [(labels, cell[0]) for labels, cell in self.values.copy().items()]
 
 
 @dataclass
@@ -74,21 +77,66 @@ class Histogram:
     # per label set: [count per bucket (len(bounds) + 1)..., sum, count]
     values: dict[Labels, list[float]] = field(default_factory=dict)
 
-    def record(self, labels: Labels, value: float) -> None:
+    def cell(self, labels: Labels) -> list[float]:
+        """The label set's cell (see ``observe``); past ``MAX_SERIES``, the overflow cell."""
         cell = self.values.get(labels)
         if cell is None:
             if len(self.values) >= MAX_SERIES:
                 labels = (OVERFLOW,) * len(self.labels)
             cell = self.values.setdefault(labels, [0.0] * (len(self.bounds) + 3))
-        cell[bisect.bisect_left(self.bounds, value)] += 1  # bucket i holds (bounds[i-1], bounds[i]]
-        cell[-2] += value
-        cell[-1] += 1
+        return cell
+
+    def record(self, labels: Labels, value: float) -> None:
+        observe(self.cell(labels), value, self.bounds)
 
     def snapshot(self) -> list[tuple[Labels, list[float]]]:
         return [(labels, list(cell)) for labels, cell in self.values.copy().items()]
 
 
+def observe(cell: list[float], value: float, bounds: tuple[float, ...] = LATENCY_BOUNDS) -> None:
+    """Add ``value`` to a histogram cell: bucket i holds (bounds[i-1], bounds[i]], then sum and count."""
+    cell[bisect.bisect_left(bounds, value)] += 1
+    cell[-2] += value
+    cell[-1] += 1
+
+
 Instrument = Counter | Histogram
+
+
+class RouteCells:
+    """The cells one route's streams update, found once per label set: a stream's metric
+    updates are then a dict lookup and list increments (no label tuples, no hashing of them)."""
+
+    def __init__(self, metrics: Metrics, service: str, route: str) -> None:
+        self._metrics, self._service, self._route = metrics, service, route
+        self.streams = metrics.streams.cell((service, route))
+        self._phases: dict[str, list[float]] = {}
+        self._invariants: dict[tuple[str, str], tuple[list[int], list[float]]] = {}
+        self._decisions: dict[tuple[str, str, bool], list[int]] = {}
+
+    def phase(self, phase: str) -> list[float]:
+        """The ``irl.phase.duration`` cell of ``phase``."""
+        cell = self._phases.get(phase)
+        if cell is None:
+            cell = self._phases[phase] = self._metrics.phase_duration.cell((self._service, self._route, phase))
+        return cell
+
+    def invariant(self, name: str, action: str) -> tuple[list[int], list[float]]:
+        """The ``irl.invariant.results`` cell of (``name``, ``action``) and the duration cell of ``name``."""
+        cells = self._invariants.get((name, action))
+        if cells is None:
+            metrics, labels = self._metrics, (self._service, self._route, name)
+            cells = (metrics.invariant_results.cell((*labels, action)), metrics.invariant_duration.cell(labels))
+            self._invariants[(name, action)] = cells
+        return cells
+
+    def decision(self, phase: str, verdict: str, enforced: bool) -> list[int]:
+        """The ``irl.decisions`` cell."""
+        cell = self._decisions.get((phase, verdict, enforced))
+        if cell is None:
+            labels = (self._service, self._route, phase, verdict, "true" if enforced else "false")
+            cell = self._decisions[(phase, verdict, enforced)] = self._metrics.decisions.cell(labels)
+        return cell
 
 
 class Metrics:
@@ -102,11 +150,15 @@ class Metrics:
             "irl.stream.errors", "{error}", "messages IRL could not evaluate, by error code", (*route, "error")
         )
         self.decisions = Counter(
-            "irl.decisions", "{decision}", "decisions on messages, by phase, verdict and whether enforced",
+            "irl.decisions",
+            "{decision}",
+            "decisions on messages, by phase, verdict and whether enforced",
             (*route, "phase", "verdict", "enforced"),
         )
         self.invariant_results = Counter(
-            "irl.invariant.results", "{result}", "invariant evaluations by the action they called for (pass if none)",
+            "irl.invariant.results",
+            "{result}",
+            "invariant evaluations by the action they called for (pass if none)",
             (*route, "invariant", "action"),
         )
         self.invariant_duration = Histogram(
@@ -116,15 +168,29 @@ class Metrics:
             "irl.phase.duration", "s", "time IRL spent on one ext_proc message (one phase)", (*route, "phase")
         )
         self.tokens = Counter(
-            "irl.tokens", "{token}", "LLM tokens seen in requests and responses, where the API reports them",
+            "irl.tokens",
+            "{token}",
+            "LLM tokens seen in requests and responses, where the API reports them",
             (*route, "model", "type"),
         )
         self.audit_records = Counter("irl.audit.records", "{record}", "decision records made durable", ())
         self.audit_errors = Counter("irl.audit.errors", "{error}", "audit writes that failed", ())
+        self._routes: dict[tuple[str, str], RouteCells] = {}
         self.spans_dropped = Counter(
-            "irl.telemetry.spans.dropped", "{trace}", "stream traces not exported: queue_full or export_failed",
+            "irl.telemetry.spans.dropped",
+            "{trace}",
+            "stream traces not exported: queue_full or export_failed",
             ("reason",),
         )
+
+    def route(self, service: str, route: str) -> RouteCells:
+        """The cells of one route (names come from the policy: a handful)."""
+        cells = self._routes.get((service, route))
+        if cells is None:
+            if len(self._routes) >= MAX_SERIES:
+                self._routes.clear()  # many policy reloads renamed routes: start over, the cells stay
+            cells = self._routes[(service, route)] = RouteCells(self, service, route)
+        return cells
 
     @property
     def instruments(self) -> list[Instrument]:
@@ -200,8 +266,11 @@ def export_metrics_request(metrics: Metrics, resource: resource_pb2.Resource, ve
             metric.histogram.aggregation_temporality = CUMULATIVE
             for labels, cell in instrument.snapshot():
                 point = metric.histogram.data_points.add(
-                    start_time_unix_nano=metrics.start_ns, time_unix_nano=now,
-                    count=int(cell[-1]), sum=cell[-2], explicit_bounds=instrument.bounds,
+                    start_time_unix_nano=metrics.start_ns,
+                    time_unix_nano=now,
+                    count=int(cell[-1]),
+                    sum=cell[-2],
+                    explicit_bounds=instrument.bounds,
                     bucket_counts=[int(c) for c in cell[:-2]],
                 )
                 point.attributes.extend(_attributes(instrument.labels, labels))
@@ -221,8 +290,15 @@ class OtlpMetricsExporter:
     Create and ``start`` it on the server's event loop (a request takes ~1 ms to build).
     """
 
-    def __init__(self, metrics: Metrics, endpoint: str, resource: resource_pb2.Resource, *, interval: float = 10.0,
-                 version: str = "") -> None:
+    def __init__(
+        self,
+        metrics: Metrics,
+        endpoint: str,
+        resource: resource_pb2.Resource,
+        *,
+        interval: float = 10.0,
+        version: str = "",
+    ) -> None:
         self._metrics, self._resource, self._version = metrics, resource, version
         self._client = OtlpClient(endpoint)
         self._interval = interval

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from irl_extproc.conversation import Conversation
 from irl_extproc.invariants.base import Finding
 from irl_extproc.telemetry import record as records
+from irl_extproc.telemetry.metrics import RouteCells, observe
 from irl_extproc.telemetry.otlp_wire import KIND_INTERNAL, Attribute, span_header
 from irl_extproc.telemetry.tracing import AnyTrace, Metadata, StreamTrace, UnsampledTrace, extract
 
@@ -98,6 +99,7 @@ class StreamTelemetry:
 
     __slots__ = (
         "_active",
+        "_cells",
         "_check",
         "_hub",
         "_labels",
@@ -139,6 +141,7 @@ class StreamTelemetry:
         self._phase_error: str | None = None
         self._check = InvariantScope()
         self._record_head: records.Record | None = None  # built at the first decision record
+        self._cells: RouteCells | None = None  # this route's metric cells, when metrics are on
         self.trace: AnyTrace = _UNTRACED  # metrics alone need no trace ids
         self._active = hub.active
         if not self._active:
@@ -154,7 +157,8 @@ class StreamTelemetry:
                 ),
             )
         if hub.metrics is not None:
-            hub.metrics.streams.add(self._labels)
+            self._cells = hub.metrics.route(service, route)
+            self._cells.streams[0] += 1
 
     @property
     def trace_id(self) -> str:
@@ -197,13 +201,13 @@ class StreamTelemetry:
         trace = self.trace
         if type(trace) is StreamTrace:
             self._trace_phase(trace, results, end)
-        metrics = self._hub.metrics
-        if metrics is not None:
-            service, route = self._labels
+        cells = self._cells
+        if cells is not None:
             for name, _findings, action, start, stop, error in results:
-                metrics.invariant_results.add((service, route, name, action if error is None else "error"))
-                metrics.invariant_duration.record((service, route, name), (stop - start) / 1e9)
-            metrics.phase_duration.record((service, route, self._phase), (end - self._phase_start) / 1e9)
+                count, duration = cells.invariant(name, action if error is None else "error")
+                count[0] += 1
+                observe(duration, (stop - start) / 1e9)
+            observe(cells.phase(self._phase), (end - self._phase_start) / 1e9)
 
     def _trace_phase(self, trace: StreamTrace, results: list[Result], end: int) -> None:
         """The phase's span and one child span per invariant evaluation (durations are the spans' own)."""
@@ -298,12 +302,10 @@ class StreamTelemetry:
             self.verdict = verdict
         if usage:
             self._usage(usage)
-        metrics = self._hub.metrics
-        if metrics is not None:
-            service, route = self._labels
-            metrics.decisions.add((service, route, self._phase, verdict, "true" if enforced else "false"))
+        if self._cells is not None:
+            self._cells.decision(self._phase, verdict, enforced)[0] += 1
             if error:
-                metrics.stream_errors.add((service, route, error))
+                self._count_error(error)
 
     def _usage(self, usage: Mapping[str, Any]) -> None:
         root = self.trace.root
@@ -320,6 +322,11 @@ class StreamTelemetry:
                 if key in usage:
                     metrics.tokens.add((*self._labels, model, kind), usage[key])
 
+    def _count_error(self, error: str) -> None:
+        metrics = self._hub.metrics
+        if metrics is not None:
+            metrics.stream_errors.add((*self._labels, error))
+
     def close(self, error: str | None = None) -> None:
         """End the stream span (call once, in a ``finally``); ``error`` marks a broken stream."""
         if not self._active:
@@ -328,9 +335,7 @@ class StreamTelemetry:
         root.set("irl.verdict", self.verdict)  # the request id is on Envoy's span (guid:x-request-id)
         if error is not None:
             root.fail(error)
-            metrics = self._hub.metrics
-            if metrics is not None:
-                metrics.stream_errors.add((*self._labels, error))
+            self._count_error(error)
         self.trace.finish()
 
 

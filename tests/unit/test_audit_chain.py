@@ -80,7 +80,7 @@ async def test_concurrent_appends_are_acknowledged_in_chain_order(tmp_path: Path
     receipts = await asyncio.gather(*(log.append(record(i)) for i in range(200)))
     await log.aclose()
     assert [r.sequence for r in receipts] == list(range(200))
-    assert records.values[()] == 200
+    assert dict(records.snapshot())[()] == 200
     [report] = verify(tmp_path)
     assert report.ok
     assert report.records == 200

@@ -27,7 +27,7 @@ def test_counter_caps_its_series() -> None:
     for i in range(MAX_SERIES + 5):
         counter.add((f"model-{i}",))
     assert len(counter.values) == MAX_SERIES + 1
-    assert counter.values[(OVERFLOW,)] == 5
+    assert dict(counter.snapshot())[(OVERFLOW,)] == 5
 
 
 def test_histogram_buckets_are_upper_inclusive() -> None:
