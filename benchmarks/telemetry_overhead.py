@@ -1,19 +1,26 @@
 """What tracing, the audit trail and metrics cost: Envoy + IRL with telemetry off vs on, one run.
 
-Two identical stacks (demo upstream, ``irl serve --workers N``, Envoy rendered from the policy)
-run side by side; one has the chosen telemetry on. wrk drives the buffered ~2 KB chat request
-at each in turn, alternating which goes first. Besides req/s it reads the CPU seconds every
-component spent from /proc and divides by the requests served: on a shared 2-core machine the
-CPU per request is steadier than throughput, and when CPU-bound the throughput cost is
-``1 - cpu_off / cpu_on``. Run ``--parts none`` first: the two identical stacks show the noise.
+Identical stacks (demo upstream, ``irl serve --workers N``, Envoy rendered from the policy)
+run side by side: "off", "on" with the chosen telemetry, and "control", a second "off" that
+shows the noise. In each round wrk drives the buffered ~2 KB chat request at all three at
+once (16 connections each), and the CPU seconds every component spent are read from /proc
+and divided by the requests it served. CPU per request, not req/s, is the measure: when
+CPU-bound the throughput cost is ``1 - cpu_off / cpu_on``. Loading the stacks at the same
+time is what makes it steady on a shared machine: other work (or a sibling hyperthread)
+slows all three alike, where consecutive runs differed by ±20 %. The result is the median
+over rounds, with the range; the load average before and after is printed with it.
 
-The collector is a sink that accepts OTLP without parsing it, so it costs the machine little
-(a real collector runs elsewhere); Envoy batches 100 spans per export, as in production.
+What counts: IRL (every worker, all threads: event loop, audit sync thread, exporters),
+Envoy (its tracer and the OTLP export of its spans included) and the upstream. What does
+not: the collector. A real one runs elsewhere; here a sink in this process accepts OTLP
+without parsing it, and its CPU is not charged to the stacks. Envoy batches 100 spans per
+export (``tracing.opentelemetry.min_flush_spans``; Envoy's default of 5 costs it ~50 µs more
+per request here).
 
     .venv/bin/python -m benchmarks.telemetry_overhead                      # everything, 100 % sampled
     .venv/bin/python -m benchmarks.telemetry_overhead --sampling 10
     .venv/bin/python -m benchmarks.telemetry_overhead --parts audit,metrics
-    .venv/bin/python -m benchmarks.telemetry_overhead --parts none         # the noise floor
+    .venv/bin/python -m benchmarks.telemetry_overhead --parts none         # on = off: two controls
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ from typing import Any
 
 import grpc
 
-from benchmarks.proc_stats import children
+from benchmarks.proc_stats import children, cpu_seconds
 from benchmarks.run_extproc import CHAT, REPO
 from benchmarks.wrk_driver import ensure_wrk, run_wrk
 from irl_extproc.policy.load import load_policy
@@ -48,8 +55,10 @@ class OtlpSink:
             return b""
 
         handlers = [
-            grpc.method_handlers_generic_handler(f"opentelemetry.proto.collector.{kind}.v1.{service}", {
-                "Export": grpc.unary_unary_rpc_method_handler(export)})
+            grpc.method_handlers_generic_handler(
+                f"opentelemetry.proto.collector.{kind}.v1.{service}",
+                {"Export": grpc.unary_unary_rpc_method_handler(export)},
+            )
             for kind, service in (("trace", "TraceService"), ("metrics", "MetricsService"))
         ]
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=2), handlers=handlers)
@@ -69,26 +78,25 @@ class TelemetryStack(Stack):
 
     def traced_by_envoy(self, otlp_port: int, sampling: float) -> None:
         """Render Envoy with its OpenTelemetry tracer on (the ``irl render --otlp`` config)."""
+
         def patch(bootstrap: dict[str, Any]) -> None:
-            traced = render_bootstrap(load_policy(self.policy), admin_port=self.admin_port,
-                                      listener_port=self.listener_port, otlp_endpoint=("127.0.0.1", otlp_port),
-                                      extproc_endpoints=[("127.0.0.1", self.irl_port + i) for i in range(self.workers)])
+            traced = render_bootstrap(
+                load_policy(self.policy),
+                admin_port=self.admin_port,
+                listener_port=self.listener_port,
+                otlp_endpoint=("127.0.0.1", otlp_port),
+                extproc_endpoints=[("127.0.0.1", self.irl_port + i) for i in range(self.workers)],
+            )
             [listener] = traced["static_resources"]["listeners"]
             hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
             hcm["tracing"]["random_sampling"] = {"value": sampling}
-            traced["layered_runtime"] = {"layers": [{"name": "bench", "static_layer": {
-                "tracing.opentelemetry.min_flush_spans": 100}}]}
+            traced["layered_runtime"] = {
+                "layers": [{"name": "bench", "static_layer": {"tracing.opentelemetry.min_flush_spans": 100}}]
+            }
             bootstrap.clear()
             bootstrap.update(traced)
+
         self.patch_bootstrap = patch
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    ticks = 0
-    for pid in pids:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        ticks += int(fields[11]) + int(fields[12])  # utime + stime of the process (all threads)
-    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def components(stack: Stack) -> dict[str, list[int]]:
@@ -97,58 +105,96 @@ def components(stack: Stack) -> dict[str, list[int]]:
     return {"irl": irl, "envoy": [pids["envoy"]], "upstream": [pids["demo"]]}
 
 
+def load_together(stacks: dict[str, Stack], seconds: float) -> dict[str, tuple[float, dict[str, float]]]:
+    """One round: wrk on every stack at once; per stack, req/s and the CPU µs per request of each component."""
+    pids = {name: components(stack) for name, stack in stacks.items()}
+    before = {
+        name: {part: sum(map(cpu_seconds, group)) for part, group in parts.items()} for name, parts in pids.items()
+    }
+    with futures.ThreadPoolExecutor(len(stacks)) as pool:
+        runs = {
+            name: pool.submit(run_wrk, stack.url, CHAT, connections=16, seconds=seconds)
+            for name, stack in stacks.items()
+        }
+        results = {name: run.result() for name, run in runs.items()}
+    return {
+        name: (
+            result.rps,
+            {
+                part: (sum(map(cpu_seconds, group)) - before[name][part]) / result.requests * 1e6
+                for part, group in pids[name].items()
+            },
+        )
+        for name, result in results.items()
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--parts", default=",".join(PARTS), help=f"what is on: {', '.join(PARTS)}, or none")
     parser.add_argument("--sampling", type=float, default=100, help="Envoy's random_sampling percent")
-    parser.add_argument("--seconds", type=float, default=4, help="per wrk run (16 connections)")
-    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--seconds", type=float, default=3, help="per round (wrk, 16 connections per stack)")
+    parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--policy", type=Path, default=REPO / "policies" / "example.yaml")
     args = parser.parse_args(argv)
     parts = [p for p in args.parts.split(",") if p in PARTS]
     ensure_wrk()
+    load_before = os.getloadavg()
     sink = OtlpSink()
+    names = ("off", "on", "control")
     with tempfile.TemporaryDirectory() as tmp:
-        stacks = {name: TelemetryStack(Path(tmp) / name, Path(), workers=args.workers) for name in ("off", "on")}
+        stacks = {name: TelemetryStack(Path(tmp) / name, Path(), workers=args.workers) for name in names}
         for stack in stacks.values():
             stack.directory.mkdir()
         on = stacks["on"]
-        options = {"trace": ["--otlp-endpoint", f"127.0.0.1:{sink.port}"],
-                   "audit": ["--audit-dir", str(Path(tmp) / "audit")],
-                   "metrics": ["--metrics-port", str(free_ports(1)[0]), "--metrics-address", "127.0.0.1"]}
+        options = {
+            "trace": ["--otlp-endpoint", f"127.0.0.1:{sink.port}"],
+            "audit": ["--audit-dir", str(Path(tmp) / "audit")],
+            "metrics": ["--metrics-port", str(free_ports(1)[0]), "--metrics-address", "127.0.0.1"],
+        }
         on.irl_args = [arg for part in parts for arg in options.get(part, [])]
         if "envoy" in parts:
             on.traced_by_envoy(sink.port, args.sampling)
         try:
             for stack in stacks.values():
                 stack.start(args.policy)
-            rps: dict[str, list[float]] = {"off": [], "on": []}
-            cpu: dict[str, dict[str, list[float]]] = {"off": {}, "on": {}}
-            for round_number in range(args.rounds):
-                order = ("off", "on") if round_number % 2 == 0 else ("on", "off")
-                for name in order:
-                    pids = components(stacks[name])
-                    before = {k: cpu_seconds(v) for k, v in pids.items()}
-                    result = run_wrk(stacks[name].url, CHAT, connections=16, seconds=args.seconds)
-                    rps[name].append(result.rps)
-                    for k, v in pids.items():
-                        cpu[name].setdefault(k, []).append((cpu_seconds(v) - before[k]) / result.requests * 1e6)
+            load_together(stacks, 1)  # warm up: connections, caches, files
+            rps: dict[str, list[float]] = {name: [] for name in names}
+            cpu: dict[str, list[dict[str, float]]] = {name: [] for name in names}
+            for _ in range(args.rounds):
+                for name, (rate, used) in load_together(stacks, args.seconds).items():
+                    rps[name].append(rate)
+                    cpu[name].append(used)
         finally:
             for stack in stacks.values():
                 stack.stop()
             sink.server.stop(None)
-    print(f"telemetry on: {', '.join(parts) or 'nothing (control)'}; Envoy sampling {args.sampling:g} %")
-    print(f"req/s (mean): off {statistics.mean(rps['off']):.0f}, on {statistics.mean(rps['on']):.0f}")
-    totals = {"off": 0.0, "on": 0.0}
-    for component in cpu["off"]:
-        off, on_ = (statistics.median(cpu[name][component]) for name in ("off", "on"))
-        totals["off"] += off
-        totals["on"] += on_
-        print(f"CPU per request  {component:<9} off {off:7.0f} µs  on {on_:7.0f} µs  {100 * (on_ / off - 1):+6.1f} %")
-    cost = 100 * (1 - totals["off"] / totals["on"])
-    print(f"CPU per request, all components: off {totals['off']:.0f} µs, on {totals['on']:.0f} µs "
-          f"-> throughput cost when CPU-bound: {cost:.1f} %")
+    load_after = os.getloadavg()
+    print(
+        f"telemetry on: {', '.join(parts) or 'nothing (control)'}; Envoy sampling {args.sampling:g} %; "
+        f"{args.rounds} rounds of {args.seconds:g} s"
+    )
+    print(
+        f"load average (1/5/15 min): before {' '.join(f'{x:.2f}' for x in load_before)}, "
+        f"after {' '.join(f'{x:.2f}' for x in load_after)}"
+    )
+    print("req/s (median): " + ", ".join(f"{name} {statistics.median(rps[name]):.0f}" for name in names))
+    for component in cpu["off"][0]:
+        off, on_, control = (statistics.median(run[component] for run in cpu[name]) for name in names)
+        print(
+            f"CPU per request  {component:<9} off {off:6.0f} µs  on {on_:6.0f} µs ({100 * (on_ / off - 1):+5.1f} %)"
+            f"  control {control:6.0f} µs ({100 * (control / off - 1):+5.1f} %)"
+        )
+    for name in ("on", "control"):
+        costs = sorted(
+            100 * (1 - sum(off.values()) / sum(other.values()))
+            for off, other in zip(cpu["off"], cpu[name], strict=True)
+        )
+        print(
+            f"throughput cost when CPU-bound, {name:>7} vs off: {statistics.median(costs):5.1f} % "
+            f"(median of {len(costs)} rounds; range {costs[0]:.1f} … {costs[-1]:.1f})"
+        )
     return 0
 
 
