@@ -40,7 +40,7 @@ from benchmarks.proc_stats import children, cpu_seconds
 from benchmarks.run_extproc import CHAT, REPO
 from benchmarks.wrk_driver import ensure_wrk, run_wrk
 from irl_extproc.policy.load import load_policy
-from irl_extproc.processes import free_ports, grpc_serving, irl_argv
+from irl_extproc.processes import free_port_block, grpc_serving, irl_argv
 from irl_extproc.render.envoy import render_bootstrap
 from tests.stack import Stack
 
@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         options = {
             "trace": ["--otlp-endpoint", f"127.0.0.1:{sink.port}"],
             "audit": ["--audit-dir", str(Path(tmp) / "audit")],
-            "metrics": ["--metrics-port", str(free_ports(1)[0]), "--metrics-address", "127.0.0.1"],
+            "metrics": ["--metrics-port", str(free_port_block(args.workers)), "--metrics-address", "127.0.0.1"],
         }
         on.irl_args = [arg for part in parts for arg in options.get(part, [])]
         if "envoy" in parts:

@@ -39,7 +39,7 @@ import fcntl
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,7 +76,9 @@ class Receipt:
 
 
 Waiter = asyncio.Future[Receipt] | concurrent.futures.Future[Receipt]
-_Gathered = tuple[Mapping[str, Any], Waiter | None]  # a record not yet written, and who waits for it
+# A record, or a function that builds it when the record is written (in a batch).
+AnyRecord = Mapping[str, Any] | Callable[[], Mapping[str, Any]]
+_Gathered = tuple[AnyRecord, Waiter | None]  # a record not yet written, and who waits for it
 _Pending = tuple[Waiter | None, int, str]  # a record written, not yet durable: who waits, its sequence and hash
 
 
@@ -197,7 +199,7 @@ class AuditLog:
 
     # -- appending ----------------------------------------------------------------------------
 
-    def append(self, record: Mapping[str, Any]) -> asyncio.Future[Receipt]:
+    def append(self, record: AnyRecord) -> asyncio.Future[Receipt]:
         """Add ``record``; the future resolves with its ``Receipt`` once it is durable.
 
         Call from the event loop's thread. The future fails with ``AuditError`` if the
@@ -208,7 +210,7 @@ class AuditLog:
         self._enqueue(record, future, loop)
         return future
 
-    def submit(self, record: Mapping[str, Any]) -> None:
+    def submit(self, record: AnyRecord) -> None:
         """Add ``record`` without waiting; a failure is logged and counted, not raised."""
         try:
             loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
@@ -221,7 +223,7 @@ class AuditLog:
         """Records added and not yet durable."""
         return len(self._gathered) + len(self._unsynced)
 
-    def append_blocking(self, record: Mapping[str, Any]) -> Receipt:
+    def append_blocking(self, record: AnyRecord) -> Receipt:
         """``append`` for a log no event loop drives: writes and syncs before returning."""
         future: concurrent.futures.Future[Receipt] = concurrent.futures.Future()
         self._enqueue(record, future, None)
@@ -229,9 +231,7 @@ class AuditLog:
         self._sync_now()
         return future.result(0)
 
-    def _enqueue(
-        self, record: Mapping[str, Any], waiter: Waiter | None, loop: asyncio.AbstractEventLoop | None
-    ) -> None:
+    def _enqueue(self, record: AnyRecord, waiter: Waiter | None, loop: asyncio.AbstractEventLoop | None) -> None:
         if self._closed or self._syncer is None:
             raise AuditError(f"audit chain {self.chain!r} is not open")
         self._gathered.append((record, waiter))
@@ -268,7 +268,7 @@ class AuditLog:
         sequence, prev_hash = self._written_head
         for record, waiter in gathered:
             try:
-                line, digest = encode_record(record, sequence, prev_hash)
+                line, digest = encode_record(record() if callable(record) else record, sequence, prev_hash)
             except (TypeError, ValueError) as exc:  # a caller's bug; the chain itself is unaffected
                 self._refuse(waiter, f"record cannot be written: {exc}")
                 continue

@@ -12,17 +12,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import socket
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from importlib import metadata as package_metadata
 from pathlib import Path
-from typing import Any
 
 from irl_extproc.telemetry import otlp_wire
-from irl_extproc.telemetry.audit import DEFAULT_MAX_FILE_BYTES, AuditLog, Receipt
+from irl_extproc.telemetry.audit import DEFAULT_MAX_FILE_BYTES, AnyRecord, AuditLog, Receipt
 from irl_extproc.telemetry.metrics import Metrics, OtlpMetricsExporter, serve_prometheus
 from irl_extproc.telemetry.stream import StreamTelemetry
 from irl_extproc.telemetry.tracing import Metadata, OtlpTraceExporter, Tracer
@@ -198,6 +198,9 @@ class Telemetry:
                 ("service.instance.id", f"{socket.gethostname()}:{os.getpid()}"),
             ]
         )
+        if self.metrics is not None:
+            absorber = asyncio.get_running_loop().create_task(self.metrics.absorb_every(), name="irl-metrics-absorb")
+            self._closers.append(lambda: _cancelled(absorber))
         if opts.audit_dir is not None:
             audit = AuditLog(
                 opts.audit_dir,
@@ -244,7 +247,7 @@ class Telemetry:
         """Telemetry for one ext_proc stream (``metadata``: its gRPC invocation metadata)."""
         return StreamTelemetry(self, metadata, service=service, route=route, policy_version=policy_version, mode=mode)
 
-    def audit_record(self, record: Mapping[str, Any]) -> asyncio.Future[Receipt] | None:
+    def audit_record(self, record: AnyRecord) -> asyncio.Future[Receipt] | None:
         """Queue a decision record; a future to await when the caller must wait for durability."""
         audit = self.audit
         if audit is None:
@@ -258,6 +261,12 @@ class Telemetry:
         """Flush and stop everything, newest first: spans and metrics, then the audit trail."""
         while self._closers:
             await self._closers.pop()()
+
+
+async def _cancelled(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 NO_TELEMETRY = Telemetry()  # everything off: for callers without a server (``irl check``, tests)

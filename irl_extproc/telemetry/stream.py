@@ -12,10 +12,13 @@
 Every piece is optional: with tracing, metrics and audit all off, each call is a few
 attribute look-ups on shared no-op objects.
 
-Cost: this runs several times per request, so the hot path builds no object per span or
-per check. An invariant evaluation is two clock readings and one tuple; a phase's spans and
-metrics are written once, when the phase ends, and the stream's spans are encoded together
-when it closes (``StreamTrace``).
+Cost: this runs on every ext_proc message, between the rest of the request's work, where
+measured in the server each Python operation costs ~3x what it costs in a loop. So the
+messages only record facts: an invariant evaluation is two clock readings and a tuple, a
+phase one more tuple (``record.PhaseRecord``), a decision an unbuilt record
+(``record.PendingDecision``). Spans, metrics and audit lines are made from them later, a
+batch of streams at a time: spans by the exporter, metrics by ``Metrics.absorb``, records by
+the audit log's writes.
 """
 
 from __future__ import annotations
@@ -28,8 +31,7 @@ from typing import TYPE_CHECKING, Any
 from irl_extproc.conversation import Conversation
 from irl_extproc.invariants.base import Finding
 from irl_extproc.telemetry import record as records
-from irl_extproc.telemetry.metrics import RouteCells, observe
-from irl_extproc.telemetry.otlp_wire import KIND_INTERNAL, Attribute, span_header
+from irl_extproc.telemetry.metrics import RouteCells
 from irl_extproc.telemetry.tracing import AnyTrace, Metadata, StreamTrace, UnsampledTrace, extract
 
 if TYPE_CHECKING:
@@ -40,23 +42,20 @@ if TYPE_CHECKING:
 _OPERATIONS = {"openai-chat": "chat", "anthropic-messages": "chat", "openai-responses": "chat"}
 _clock = time.perf_counter_ns
 
-# One invariant evaluation: name, findings, action, start and end (perf_counter ns), error type.
-Result = tuple[str, Sequence[Finding], str, int, int, str | None]
-
 
 class InvariantScope:
     """Times one invariant evaluation; set ``findings`` to what the check returned.
 
-    One per stream, reused for every evaluation (they never nest); ``results`` collects the
-    current phase's evaluations.
+    One per stream, reused for every evaluation (they never nest); ``evaluations`` collects
+    the current phase's.
     """
 
-    __slots__ = ("_start", "findings", "name", "results")
+    __slots__ = ("_start", "evaluations", "findings", "name")
 
     def __init__(self) -> None:
         self.name = ""
         self.findings: Sequence[Finding] = ()
-        self.results: list[Result] = []
+        self.evaluations: list[records.Evaluation] = []
         self._start = 0
 
     def __enter__(self) -> InvariantScope:
@@ -65,11 +64,8 @@ class InvariantScope:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
-        end = _clock()
-        findings = self.findings
-        action = records.strongest_action(findings) if findings else "pass"
         error = exc_type.__name__ if exc_type is not None else None
-        self.results.append((self.name, findings, action, self._start, end, error))
+        self.evaluations.append((self.name, self.findings, self._start, _clock(), error))
 
 
 class _Unobserved:
@@ -102,13 +98,14 @@ class StreamTelemetry:
         "_cells",
         "_check",
         "_hub",
+        "_in_phase",
         "_labels",
         "_metadata",
         "_phase",
         "_phase_enforced",
         "_phase_error",
-        "_phase_id",
         "_phase_start",
+        "_phase_tokens",
         "_phase_verdict",
         "_record_head",
         "mode",
@@ -134,11 +131,12 @@ class StreamTelemetry:
         self._labels = (service, route)
         self._metadata = metadata
         self._phase = ""
+        self._in_phase = False
         self._phase_start = 0
-        self._phase_id = 0
-        self._phase_verdict: str | None = None  # the phase's decision, for its span
+        self._phase_verdict: str | None = None  # the phase's decision
         self._phase_enforced = True
         self._phase_error: str | None = None
+        self._phase_tokens: records.Tokens | None = None
         self._check = InvariantScope()
         self._record_head: records.Record | None = None  # built at the first decision record
         self._cells: RouteCells | None = None  # this route's metric cells, when metrics are on
@@ -185,49 +183,32 @@ class StreamTelemetry:
         return check
 
     def __enter__(self) -> StreamTelemetry:
-        self._check.results = []
-        self._phase_verdict, self._phase_enforced, self._phase_error = None, True, None
-        trace = self.trace
-        if type(trace) is StreamTrace:
-            self._phase_id = trace.next_span_id()
+        self._in_phase = True
+        self._check.evaluations = []
+        self._phase_verdict, self._phase_enforced, self._phase_error, self._phase_tokens = None, True, None, None
         self._phase_start = _clock()
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
-        end = _clock()
+        error = self._phase_error
         if exc_type is not None:
-            self._phase_error = exc_type.__name__
-        results = self._check.results
+            error = exc_type.__name__
+        phase = (
+            self._phase,
+            self._phase_start,
+            _clock(),
+            self._phase_verdict,
+            self._phase_enforced,
+            error,
+            self._check.evaluations,
+            self._phase_tokens,
+        )
+        self._in_phase = False
         trace = self.trace
         if type(trace) is StreamTrace:
-            self._trace_phase(trace, results, end)
-        cells = self._cells
-        if cells is not None:
-            for name, _findings, action, start, stop, error in results:
-                count, duration = cells.invariant(name, action if error is None else "error")
-                count[0] += 1
-                observe(duration, (stop - start) / 1e9)
-            observe(cells.phase(self._phase), (end - self._phase_start) / 1e9)
-
-    def _trace_phase(self, trace: StreamTrace, results: list[Result], end: int) -> None:
-        """The phase's span and one child span per invariant evaluation (durations are the spans' own)."""
-        offset, spans, phase_id = trace.clock_offset, trace.spans, self._phase_id
-        span_id = trace.next_id
-        trace.next_id = span_id + len(results)
-        for name, findings, action, start, stop, error in results:
-            header = _INVARIANT_HEADERS.get((name, action)) or _invariant_header(name, action)
-            attributes: Sequence[Attribute] = ()
-            if findings or error is not None:
-                attributes = _finding_attributes(findings, error)
-            spans.append((span_id, phase_id, start + offset, stop + offset, header, attributes, error))
-            span_id += 1
-        verdict, error = self._phase_verdict, self._phase_error
-        key = (self._phase, verdict, self._phase_enforced)
-        header = _PHASE_HEADERS.get(key) or _phase_header(*key)
-        attributes = () if error is None else (("error.type", error),)
-        spans.append(
-            (phase_id, trace.root.span_id, self._phase_start + offset, end + offset, header, attributes, error)
-        )
+            trace.phases.append(phase)
+        if self._cells is not None:
+            self._cells.add_phase(phase)
 
     # -- the decision -------------------------------------------------------------------------
 
@@ -252,13 +233,17 @@ class StreamTelemetry:
             return None
         verdict = "error" if error else decision.verdict if decision is not None else "allow"
         enforced = decision.enforced if decision is not None else True
-        usage: Mapping[str, Any] = {}
+        self._phase_verdict, self._phase_enforced = verdict, enforced
+        if error:
+            self._phase_error = error
+        if enforced and _RANK[verdict] > _RANK[self.verdict]:
+            self.verdict = verdict
+        usage: Mapping[str, Any] | None = None
         if conversation is not None:
             usage = records.usage_entry(conversation)
-            operation = _OPERATIONS.get(conversation.api_format)
-            if operation and conversation.direction == "request":
-                self.trace.root.set("gen_ai.operation.name", operation)
-        self._note(verdict, enforced, error, usage)
+            self._usage(usage, conversation)
+        if not self._in_phase and self._cells is not None:  # e.g. a streamed response released by a timer
+            self._cells.count_decision(self._phase, verdict, enforced, error, self._phase_tokens)
         if self._hub.audit is None:
             return None
         head = self._record_head
@@ -273,115 +258,56 @@ class StreamTelemetry:
                 span_id=self.trace.span_id_hex,
                 tenant=self.tenant,
             )
-        results = [
-            records.invariant_result(name, findings, (stop - start) // 1000, conversation, error=failure, action=action)
-            for name, findings, action, start, stop, failure in self._check.results
-        ]
-        duration_us = (_clock() - self._phase_start) // 1000 if self._phase_start else 0
-        record = records.decision_fields(
-            head.copy(),
+        found = decision is not None and decision.findings
+        pending = records.PendingDecision(
+            head,
             self._phase,
             verdict,
             enforced,
-            results=results,
+            list(self._check.evaluations),
+            conversation=conversation if found else None,  # to place findings; else let the body go
             status=status,
             error=error,
             flags=flags,
             usage=usage,
             charges=charges,
-            duration_us=duration_us,
+            duration_us=(_clock() - self._phase_start) // 1000 if self._phase_start else 0,
         )
-        return self._hub.audit_record(record)
+        return self._hub.audit_record(pending)
 
-    def _note(self, verdict: str, enforced: bool, error: str | None, usage: Mapping[str, Any]) -> None:
-        """The decision's traces and metrics."""
-        self._phase_verdict, self._phase_enforced = verdict, enforced
-        if error:
-            self._phase_error = error
-        if enforced and _RANK[verdict] > _RANK[self.verdict]:
-            self.verdict = verdict
-        if usage:
-            self._usage(usage)
-        if self._cells is not None:
-            self._cells.decision(self._phase, verdict, enforced)[0] += 1
-            if error:
-                self._count_error(error)
-
-    def _usage(self, usage: Mapping[str, Any]) -> None:
-        root = self.trace.root
+    def _usage(self, usage: Mapping[str, Any], conversation: Conversation) -> None:
+        """Model and tokens: GenAI attributes of the stream span, token counts for the metrics."""
         if "request_model" in usage:
             self.request_model = usage["request_model"]
-            root.set("gen_ai.request.model", self.request_model)
-        for key in ("provider", "response_model", "input_tokens", "output_tokens"):
-            if key in usage:
-                root.set(_GEN_AI[key], usage[key])
-        metrics = self._hub.metrics
-        if metrics is not None:
+        trace = self.trace
+        if type(trace) is StreamTrace:
+            operation = _OPERATIONS.get(conversation.api_format)
+            if operation and conversation.direction == "request":
+                trace.set("gen_ai.operation.name", operation)
+            for key, value in usage.items():
+                trace.set(_GEN_AI[key], value)
+        if self._cells is not None and ("input_tokens" in usage or "output_tokens" in usage):
             model = self.request_model or usage.get("response_model", "")
-            for key, kind in (("input_tokens", "input"), ("output_tokens", "output")):
-                if key in usage:
-                    metrics.tokens.add((*self._labels, model, kind), usage[key])
-
-    def _count_error(self, error: str) -> None:
-        metrics = self._hub.metrics
-        if metrics is not None:
-            metrics.stream_errors.add((*self._labels, error))
+            self._phase_tokens = (model, usage.get("input_tokens", -1), usage.get("output_tokens", -1))
 
     def close(self, error: str | None = None) -> None:
         """End the stream span (call once, in a ``finally``); ``error`` marks a broken stream."""
         if not self._active:
             return
-        root = self.trace.root
-        root.set("irl.verdict", self.verdict)  # the request id is on Envoy's span (guid:x-request-id)
+        trace = self.trace
+        trace.set("irl.verdict", self.verdict)  # the request id is on Envoy's span (guid:x-request-id)
         if error is not None:
-            root.fail(error)
-            self._count_error(error)
-        self.trace.finish()
-
-
-def _score(finding: Finding) -> float:
-    return finding.score
-
-
-def _finding_attributes(findings: Sequence[Finding], error: str | None) -> list[Attribute]:
-    """An invariant span's attributes beyond its name and action: the top finding, the error type."""
-    attributes: list[Attribute] = []
-    if findings:
-        top = max(findings, key=_score)
-        attributes += [
-            ("irl.findings", len(findings)),
-            ("irl.score", float(top.score)),
-            ("irl.rule", top.rule),
-            ("irl.layer", top.layer),
-        ]
-    if error is not None:
-        attributes.append(("error.type", error))
-    return attributes
-
-
-# Span headers (name, kind and the attributes that repeat) by invariant and action, and by phase
-# and decision: a handful each, named by the policy.
-_INVARIANT_HEADERS: dict[tuple[str, str], bytes] = {}
-_PHASE_HEADERS: dict[tuple[str, str | None, bool], bytes] = {}
-
-
-def _invariant_header(name: str, action: str) -> bytes:
-    header = span_header("irl.invariant." + name, KIND_INTERNAL, (("irl.invariant", name), ("irl.action", action)))
-    _INVARIANT_HEADERS[(name, action)] = header
-    return header
-
-
-def _phase_header(phase: str, verdict: str | None, enforced: bool) -> bytes:
-    decided: tuple[Attribute, ...] = ()
-    if verdict is not None:
-        decided = (("irl.verdict", verdict), ("irl.enforced", enforced))
-    header = _PHASE_HEADERS[(phase, verdict, enforced)] = span_header("irl." + phase, KIND_INTERNAL, decided)
-    return header
+            trace.fail(error)
+            metrics = self._hub.metrics
+            if metrics is not None:
+                metrics.stream_errors.add((*self._labels, error))
+        trace.finish()
 
 
 _RANK = {"allow": 0, "redact": 1, "block": 2, "error": 3}
 _GEN_AI = {
     "provider": "gen_ai.provider.name",
+    "request_model": "gen_ai.request.model",
     "response_model": "gen_ai.response.model",
     "input_tokens": "gen_ai.usage.input_tokens",
     "output_tokens": "gen_ai.usage.output_tokens",

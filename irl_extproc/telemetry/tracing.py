@@ -17,23 +17,23 @@ from __future__ import annotations
 import random
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import NamedTuple
 
 from opentelemetry.proto.common.v1 import common_pb2
 from opentelemetry.proto.resource.v1 import resource_pb2
 
+from irl_extproc.invariants.base import Finding
 from irl_extproc.telemetry import otlp_wire
 from irl_extproc.telemetry.otlp_client import TRACE_EXPORT, BatchExporter, OtlpClient
 from irl_extproc.telemetry.otlp_wire import Attribute, AttributeValue
+from irl_extproc.telemetry.record import PhaseRecord, action_of
 
 SCOPE_NAME = "irl_extproc"
 STREAM_SPAN_NAME = "envoy.service.ext_proc.v3.ExternalProcessor/Process"  # rpc semconv: service/method
 
 Metadata = Iterable[tuple[str, str | bytes]]
-# A stream's finished spans: (trace id, spans, trace state), the arguments of ``otlp_wire.encode_spans``.
-FinishedTrace = tuple[bytes, list[otlp_wire.SpanData], str]
-SpanSink = Callable[[FinishedTrace], None]  # receives each stream's spans when the stream ends
+SpanSink = Callable[["StreamTrace"], None]  # receives each stream's trace when the stream ends
 ENCODE_BATCH = 64  # finished traces encoded together, so the encoder runs hot in the CPU's caches
 
 _random = random.Random()  # noqa: S311 - span ids need uniqueness, not secrecy
@@ -142,13 +142,30 @@ AnySpan = Span | NoopSpan
 
 
 class StreamTrace:
-    """The spans of one ext_proc stream; ``finish`` ends the stream span and exports all in one item.
+    """The spans of one sampled ext_proc stream. It is the stream span itself (``set``, ``fail``);
+    ``child`` starts other spans; ``finish`` ends it and hands the trace to the sink.
 
-    Finished spans are kept as tuples (``add``) and encoded together when the stream ends, so
-    a hot path can record a span without building an object for it.
+    The stream's phases are kept as it recorded them (``record.PhaseRecord``, appended to
+    ``phases``) and become spans, with one child per invariant evaluation, only in ``encode``,
+    which the exporter calls a batch of streams at a time.
     """
 
-    __slots__ = ("_sink", "clock_offset", "next_id", "root", "spans", "trace_id", "trace_state")
+    __slots__ = (
+        "_sink",
+        "attributes",
+        "clock_offset",
+        "end_ns",
+        "error",
+        "fixed",
+        "next_id",
+        "parent_id",
+        "phases",
+        "span_id",
+        "spans",
+        "start_ns",
+        "trace_id",
+        "trace_state",
+    )
     recording = True
 
     def __init__(self, sink: SpanSink, parent: Parent | None, attributes: Iterable[Attribute] = ()) -> None:
@@ -161,9 +178,15 @@ class StreamTrace:
         self.next_id = _random.getrandbits(64) & ~0xFFFF | 1
         self.trace_id = parent.trace_id if parent else (_random.getrandbits(128) or 1).to_bytes(16, "big")
         self.trace_state = parent.trace_state if parent else ""
+        self.parent_id = int.from_bytes(parent.span_id, "little") if parent else None
+        self.span_id = self.next_span_id()
+        self.start_ns = self.now()
+        self.end_ns = 0
+        self.fixed = tuple(attributes)
+        self.attributes: list[Attribute] = []
+        self.error: str | None = None
         self.spans: list[otlp_wire.SpanData] = []
-        parent_id = int.from_bytes(parent.span_id, "little") if parent else None
-        self.root = Span(self, STREAM_SPAN_NAME, parent_id, otlp_wire.KIND_SERVER, tuple(attributes))
+        self.phases: list[PhaseRecord] = []
 
     def now(self) -> int:
         """The time in ns since the epoch, on this stream's clock."""
@@ -175,6 +198,15 @@ class StreamTrace:
         self.next_id = span_id + 1
         return span_id
 
+    def set(self, key: str, value: AttributeValue) -> None:
+        """An attribute of the stream span."""
+        self.attributes.append((key, value))
+
+    def fail(self, error_type: str) -> None:
+        """Mark the stream span as failed; ``error_type`` is a code or class name, never a message."""
+        self.error = error_type
+        self.attributes.append(("error.type", error_type))
+
     def add(self, span: otlp_wire.SpanData) -> None:
         """Record a finished span (``otlp_wire.SpanData``: times in ns since the epoch)."""
         self.spans.append(span)
@@ -185,16 +217,88 @@ class StreamTrace:
 
     @property
     def span_id_hex(self) -> str:
-        return otlp_wire.span_id_bytes(self.root.span_id).hex()
+        return otlp_wire.span_id_bytes(self.span_id).hex()
 
     def child(self, name: str, parent: AnySpan | None = None) -> AnySpan:
-        parent_id = parent.span_id if isinstance(parent, Span) else self.root.span_id
+        parent_id = parent.span_id if isinstance(parent, Span) else self.span_id
         return Span(self, name, parent_id, otlp_wire.KIND_INTERNAL)
 
     def finish(self) -> None:
-        self.root.end()
-        self._sink((self.trace_id, self.spans, self.trace_state))
-        self.spans = []
+        self.end_ns = self.now()
+        self._sink(self)
+
+    def encode(self) -> bytes:
+        """Every span of the stream as OTLP bytes (``otlp_wire.encode_spans``)."""
+        spans = self.spans
+        for phase in self.phases:
+            self._phase_spans(phase, spans)
+        header = otlp_wire.span_header(STREAM_SPAN_NAME, otlp_wire.KIND_SERVER, self.fixed)
+        spans.append((self.span_id, self.parent_id, self.start_ns, self.end_ns, header, self.attributes, self.error))
+        return otlp_wire.encode_spans(self.trace_id, spans, self.trace_state)
+
+    def _phase_spans(self, phase: PhaseRecord, spans: list[otlp_wire.SpanData]) -> None:
+        """A phase's span and one child span per invariant evaluation (durations are the spans' own)."""
+        name, start, end, verdict, enforced, error, evaluations, _ = phase
+        offset, phase_id = self.clock_offset, self.next_id
+        span_id = phase_id + 1
+        self.next_id = span_id + len(evaluations)
+        for evaluation in evaluations:
+            invariant, findings, check_start, check_end, failure = evaluation
+            action = action_of(evaluation)
+            header = _INVARIANT_HEADERS.get((invariant, action)) or _invariant_header(invariant, action)
+            found: Sequence[Attribute] = ()
+            if findings or failure is not None:
+                found = _finding_attributes(findings, failure)
+            spans.append((span_id, phase_id, check_start + offset, check_end + offset, header, found, failure))
+            span_id += 1
+        key = (name, verdict, enforced)
+        header = _PHASE_HEADERS.get(key) or _phase_header(*key)
+        attributes = () if error is None else (("error.type", error),)
+        spans.append((phase_id, self.span_id, start + offset, end + offset, header, attributes, error))
+
+
+def _score(finding: Finding) -> float:
+    return finding.score
+
+
+def _finding_attributes(findings: Sequence[Finding], error: str | None) -> list[Attribute]:
+    """An invariant span's attributes beyond its name and action: the top finding, the error type."""
+    attributes: list[Attribute] = []
+    if findings:
+        top = max(findings, key=_score)
+        attributes += [
+            ("irl.findings", len(findings)),
+            ("irl.score", float(top.score)),
+            ("irl.rule", top.rule),
+            ("irl.layer", top.layer),
+        ]
+    if error is not None:
+        attributes.append(("error.type", error))
+    return attributes
+
+
+# Span headers (name, kind and the attributes that repeat) by invariant and action, and by phase
+# and decision: a handful each, named by the policy.
+_INVARIANT_HEADERS: dict[tuple[str, str], bytes] = {}
+_PHASE_HEADERS: dict[tuple[str, str | None, bool], bytes] = {}
+
+
+def _invariant_header(name: str, action: str) -> bytes:
+    attributes = (("irl.invariant", name), ("irl.action", action))
+    header = _INVARIANT_HEADERS[(name, action)] = otlp_wire.span_header(
+        "irl.invariant." + name, otlp_wire.KIND_INTERNAL, attributes
+    )
+    return header
+
+
+def _phase_header(phase: str, verdict: str | None, enforced: bool) -> bytes:
+    decided: tuple[Attribute, ...] = ()
+    if verdict is not None:
+        decided = (("irl.verdict", verdict), ("irl.enforced", enforced))
+    header = _PHASE_HEADERS[(phase, verdict, enforced)] = otlp_wire.span_header(
+        "irl." + phase, otlp_wire.KIND_INTERNAL, decided
+    )
+    return header
 
 
 class UnsampledTrace:
@@ -203,10 +307,15 @@ class UnsampledTrace:
     __slots__ = ("trace_id_hex",)
     recording = False
     span_id_hex = ""
-    root = NOOP_SPAN
 
     def __init__(self, parent: Parent | None) -> None:
         self.trace_id_hex = parent.trace_id.hex() if parent else ""
+
+    def set(self, key: str, value: AttributeValue) -> None:
+        pass
+
+    def fail(self, error_type: str) -> None:
+        pass
 
     def child(self, name: str, parent: AnySpan | None = None) -> AnySpan:
         return NOOP_SPAN
@@ -264,9 +373,9 @@ class OtlpTraceExporter:
         self._resource = resource.SerializeToString()
         self._scope = common_pb2.InstrumentationScope(name=SCOPE_NAME, version=version)
         self._batcher = BatchExporter(self._send, interval=interval, on_drop=on_drop, prepare=self._encode_finished)
-        self._finished: list[FinishedTrace] = []
+        self._finished: list[StreamTrace] = []
 
-    def submit(self, trace: FinishedTrace) -> None:
+    def submit(self, trace: StreamTrace) -> None:
         finished = self._finished
         finished.append(trace)
         if len(finished) >= ENCODE_BATCH:
@@ -274,9 +383,9 @@ class OtlpTraceExporter:
 
     def _encode_finished(self) -> None:
         finished, self._finished = self._finished, []
-        submit, encode = self._batcher.submit, otlp_wire.encode_spans
-        for trace_id, spans, trace_state in finished:
-            submit(encode(trace_id, spans, trace_state))
+        submit = self._batcher.submit
+        for trace in finished:
+            submit(trace.encode())
 
     def start(self) -> None:
         self._batcher.start()

@@ -114,6 +114,31 @@ def test_commit_delay_lets_many_records_share_one_sync(tmp_path: Path, monkeypat
     assert problems(tmp_path) == []
 
 
+async def test_writes_are_prompt_and_syncs_shared(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    syncs: list[int] = []
+    real_sync = os.fdatasync
+    monkeypatch.setattr(audit_module.os, "fdatasync", lambda fd: (syncs.append(fd), real_sync(fd))[1])
+    log = AuditLog(tmp_path, commit_delay=0.01, sync_interval=0.3)
+    log.open()
+    built: list[int] = []
+
+    def later(i: int) -> dict[str, object]:  # a record may be a function that builds it when written
+        built.append(i)
+        return record(i)
+
+    for i in range(3):
+        log.submit(lambda i=i: later(i))
+        await asyncio.sleep(0.05)  # each record is written within commit_delay...
+    [(_, path)] = list_chain_files(tmp_path)["audit"]
+    assert built == [0, 1, 2]
+    assert len(lines_of(path)) == 3  # ... in a kill -9 it would survive
+    assert syncs == []  # ... and none is synced yet: they share one fdatasync
+    assert (await log.append(record(3))).sequence == 3  # someone waits: synced at once
+    assert len(syncs) == 1
+    await log.aclose()
+    assert problems(tmp_path) == []
+
+
 def test_reopening_continues_the_chain(tmp_path: Path) -> None:
     assert write_chain(tmp_path, 3) == [0, 1, 2]
     assert write_chain(tmp_path, 2) == [3, 4]

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from irl_extproc.telemetry import otlp_wire
 from irl_extproc.telemetry.metrics import (
+    ABSORB_BATCH,
     MAX_SERIES,
     OVERFLOW,
     Counter,
@@ -40,6 +44,33 @@ def test_histogram_buckets_are_upper_inclusive() -> None:
     assert cell[-1] == 4
 
 
+async def test_messages_are_counted_in_batches_and_a_scrape_sees_them_all() -> None:
+    metrics = Metrics()
+    absorber = asyncio.create_task(metrics.absorb_every(60))
+    await asyncio.sleep(0)
+    cells = metrics.route("chat", "chat/v1")
+    start = time.perf_counter_ns()
+    evaluation = ("pii", [], start, start + 300_000, None)
+    phase = ("request_body", start, start + 900_000, "allow", True, None, [evaluation], ("gpt-4o-mini", 120, -1))
+    for _ in range(ABSORB_BATCH - 1):
+        cells.add_phase(phase)
+    assert metrics.decisions.snapshot() == []  # gathered, not yet counted
+    cells.add_phase(phase)  # a full batch is counted at once
+    assert metrics.decisions.snapshot() == [(("chat", "chat/v1", "request_body", "allow", "true"), ABSORB_BATCH)]
+    cells.add_phase(phase)
+    server = serve_prometheus(metrics, 0, "127.0.0.1")
+    try:  # the scrape has the event loop count what is pending first
+        async with httpx.AsyncClient() as client:
+            text = (await client.get(f"http://127.0.0.1:{server.server_port}/metrics", timeout=5)).text
+    finally:
+        server.shutdown()
+        absorber.cancel()
+    total, route = ABSORB_BATCH + 1, 'route="chat/v1",service="chat"'
+    assert f'irl_invariant_results_total{{action="pass",invariant="pii",{route}}} {total}.0' in text
+    assert f'irl_tokens_total{{model="gpt-4o-mini",{route},type="input"}} {120 * total}.0' in text
+    assert f'irl_tokens_total{{model="gpt-4o-mini",{route},type="output"}}' not in text  # not reported
+
+
 def recorded() -> Metrics:
     metrics = Metrics()
     metrics.decisions.add(("chat", "chat/v1", "request_body", "block", "true"), 3)
@@ -59,8 +90,13 @@ def test_prometheus_endpoint_serves_the_documented_names() -> None:
     decisions = families["irl_decisions"]
     assert decisions.type == "counter"
     [sample] = [s for s in decisions.samples if s.name == "irl_decisions_total"]
-    assert sample.labels == {"service": "chat", "route": "chat/v1", "phase": "request_body", "verdict": "block",
-                             "enforced": "true"}
+    assert sample.labels == {
+        "service": "chat",
+        "route": "chat/v1",
+        "phase": "request_body",
+        "verdict": "block",
+        "enforced": "true",
+    }
     assert sample.value == 3
     duration = families["irl_invariant_duration_seconds"]
     assert duration.type == "histogram"
@@ -90,4 +126,3 @@ async def test_otlp_export_reaches_a_real_receiver(otlp_receiver: OtlpReceiver) 
     assert sum(histogram.bucket_counts) == 1
     assert len(histogram.bucket_counts) == len(histogram.explicit_bounds) + 1
     assert metrics["irl.invariant.duration"].unit == "s"
-

@@ -9,8 +9,8 @@ from irl_extproc.telemetry import otlp_wire
 from irl_extproc.telemetry.tracing import (
     NOOP_SPAN,
     STREAM_SPAN_NAME,
-    FinishedTrace,
     OtlpTraceExporter,
+    StreamTrace,
     Tracer,
     UnsampledTrace,
     extract,
@@ -24,9 +24,8 @@ TRACE = "0af7651916cd43dd8448eb211c80319c"
 PARENT = "b7ad6b7169203331"
 
 
-def spans_of(traces: list[FinishedTrace]) -> list[trace_pb2.Span]:
-    chunks = [otlp_wire.encode_spans(*trace) for trace in traces]
-    return [span for chunk in chunks for span in trace_pb2.ScopeSpans.FromString(chunk).spans]
+def spans_of(traces: list[StreamTrace]) -> list[trace_pb2.Span]:
+    return [span for trace in traces for span in trace_pb2.ScopeSpans.FromString(trace.encode()).spans]
 
 
 @pytest.mark.parametrize(
@@ -55,8 +54,11 @@ def test_parse_traceparent(header: str, expected: tuple[str, str, bool] | None) 
 
 
 def test_extract_reads_grpc_metadata_as_str_or_bytes() -> None:
-    metadata = [("x-irl-route", "chat/v1"), ("traceparent", f"00-{TRACE}-{PARENT}-01".encode()),
-                ("tracestate", "congo=t61rcWkgMzE")]
+    metadata = [
+        ("x-irl-route", "chat/v1"),
+        ("traceparent", f"00-{TRACE}-{PARENT}-01".encode()),
+        ("tracestate", "congo=t61rcWkgMzE"),
+    ]
     parent = extract(metadata)
     assert parent is not None
     assert parent.trace_id.hex() == TRACE
@@ -66,7 +68,7 @@ def test_extract_reads_grpc_metadata_as_str_or_bytes() -> None:
 
 
 def test_stream_span_joins_the_remote_parent_and_children_nest() -> None:
-    exported: list[FinishedTrace] = []
+    exported: list[StreamTrace] = []
     tracer = Tracer(exported.append)
     trace = tracer.stream(parse_traceparent(f"00-{TRACE}-{PARENT}-01"), [("irl.route", "chat/v1")])
     with trace.child("irl.request_body") as phase:
@@ -89,7 +91,7 @@ def test_stream_span_joins_the_remote_parent_and_children_nest() -> None:
 
 
 def test_an_exception_marks_the_span_failed_with_its_type_only() -> None:
-    exported: list[FinishedTrace] = []
+    exported: list[StreamTrace] = []
     trace = Tracer(exported.append).stream(None)
     with pytest.raises(KeyError), trace.child("irl.invariant.x"):
         raise KeyError("secret text")
@@ -97,11 +99,11 @@ def test_an_exception_marks_the_span_failed_with_its_type_only() -> None:
     failed = next(s for s in spans_of(exported) if s.name == "irl.invariant.x")
     assert failed.status.code == trace_pb2.Status.StatusCode.STATUS_CODE_ERROR
     assert failed.status.message == "KeyError"
-    assert b"secret text" not in b"".join(otlp_wire.encode_spans(*trace) for trace in exported)
+    assert b"secret text" not in b"".join(trace.encode() for trace in exported)
 
 
 def test_unsampled_and_disabled_streams_record_nothing_but_keep_the_trace_id() -> None:
-    exported: list[FinishedTrace] = []
+    exported: list[StreamTrace] = []
     unsampled = Tracer(exported.append).stream(parse_traceparent(f"00-{TRACE}-{PARENT}-00"))
     assert isinstance(unsampled, UnsampledTrace)
     assert unsampled.trace_id_hex == TRACE
@@ -116,7 +118,7 @@ def test_unsampled_and_disabled_streams_record_nothing_but_keep_the_trace_id() -
 
 
 def test_a_root_trace_gets_a_fresh_trace_id() -> None:
-    exported: list[FinishedTrace] = []
+    exported: list[StreamTrace] = []
     tracer = Tracer(exported.append)
     first, second = tracer.stream(None), tracer.stream(None)
     assert first.trace_id_hex != second.trace_id_hex
