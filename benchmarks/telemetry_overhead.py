@@ -186,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
             f"CPU per request  {component:<9} off {off:6.0f} µs  on {on_:6.0f} µs ({100 * (on_ / off - 1):+5.1f} %)"
             f"  control {control:6.0f} µs ({100 * (control / off - 1):+5.1f} %)"
         )
+    medians = {name: sum(statistics.median(run[part] for run in cpu[name]) for part in cpu[name][0]) for name in names}
     for name in ("on", "control"):
         costs = sorted(
             100 * (1 - sum(off.values()) / sum(other.values()))
@@ -193,7 +194,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(
             f"throughput cost when CPU-bound, {name:>7} vs off: {statistics.median(costs):5.1f} % "
-            f"(median of {len(costs)} rounds; range {costs[0]:.1f} … {costs[-1]:.1f})"
+            f"(median of {len(costs)} rounds; range {costs[0]:.1f} … {costs[-1]:.1f}; "
+            f"from the median CPU per request: {100 * (1 - medians['off'] / medians[name]):.1f} %)"
         )
     return 0
 

@@ -2,7 +2,8 @@
 
 Why not the OpenTelemetry SDK: measured here, SDK span start+end with six attributes
 costs ~25-40 µs and its OTLP encoder another ~50 µs per span; IRL emits ~10 spans per
-request, which would halve throughput. Encoding a finished span here costs ~2.5 µs.
+request, which would halve throughput. Here a span is one ``struct`` pack plus cached
+encodings of its name and repeating attributes (``span_header``): ~0.5 µs.
 Field numbers come from the ``opentelemetry-proto`` descriptors (never typed in by
 hand); the unit tests decode every encoding back with those classes.
 """

@@ -185,55 +185,6 @@ def decision_fields(
     return record
 
 
-def decision_record(
-    *,
-    service: str,
-    route: str,
-    policy_version: str,
-    mode: str,
-    phase: str,
-    verdict: str,
-    enforced: bool,
-    results: Sequence[Record] = (),
-    request_id: str = "",
-    trace_id: str = "",
-    span_id: str = "",
-    tenant: str | None = None,
-    status: int = 0,
-    error: str | None = None,
-    flags: Sequence[str] = (),
-    usage: Mapping[str, Any] | None = None,
-    charges: Sequence[Mapping[str, Any]] = (),
-    duration_us: int = 0,
-    time_ns: int | None = None,
-) -> Record:
-    """One ``irl.v1.DecisionRecord`` as proto3 JSON: ``record_head`` completed by ``decision_fields``."""
-    head = record_head(
-        service=service,
-        route=route,
-        policy_version=policy_version,
-        mode=mode,
-        request_id=request_id,
-        trace_id=trace_id,
-        span_id=span_id,
-        tenant=tenant,
-    )
-    return decision_fields(
-        head,
-        phase,
-        verdict,
-        enforced,
-        results=results,
-        status=status,
-        error=error,
-        flags=flags,
-        usage=usage,
-        charges=charges,
-        duration_us=duration_us,
-        time_ns=time_ns,
-    )
-
-
 # What a stream records as it goes, for traces, metrics and the audit trail to be built from
 # later, in batches (measured in the server: the same work done per message cost ~3x the CPU,
 # its caches cold after the rest of the request's work).
@@ -256,24 +207,11 @@ def action_of(evaluation: Evaluation) -> str:
 class PendingDecision:
     """A decision record's facts; calling it builds the record (the audit log does, in a batch).
 
-    The decision time is taken now. ``conversation`` is needed only to place findings.
+    The decision time is taken now. ``conversation`` is needed only to place findings;
+    ``fields`` are the rest of ``decision_fields``'s arguments.
     """
 
-    __slots__ = (
-        "charges",
-        "conversation",
-        "duration_us",
-        "enforced",
-        "error",
-        "evaluations",
-        "flags",
-        "head",
-        "phase",
-        "status",
-        "time_ns",
-        "usage",
-        "verdict",
-    )
+    __slots__ = ("conversation", "enforced", "evaluations", "fields", "head", "phase", "time_ns", "verdict")
 
     def __init__(
         self,
@@ -284,18 +222,14 @@ class PendingDecision:
         evaluations: list[Evaluation],
         *,
         conversation: Conversation | None = None,
-        status: int = 0,
-        error: str | None = None,
-        flags: Sequence[str] = (),
-        usage: Mapping[str, Any] | None = None,
-        charges: Sequence[Mapping[str, Any]] = (),
-        duration_us: int = 0,
+        **fields: Any,
     ) -> None:
         self.time_ns = time.time_ns()
         self.head, self.phase, self.verdict, self.enforced = head, phase, verdict, enforced
         self.evaluations, self.conversation = evaluations, conversation
-        self.status, self.error, self.flags, self.usage, self.duration_us = status, error, flags, usage, duration_us
-        self.charges = [dict(c) for c in charges] if charges else ()  # budgets may reuse theirs
+        if fields.get("charges"):
+            fields["charges"] = [dict(c) for c in fields["charges"]]  # budgets may reuse theirs
+        self.fields = fields
 
     def __call__(self) -> Record:
         conversation = self.conversation
@@ -311,13 +245,8 @@ class PendingDecision:
             self.verdict,
             self.enforced,
             results=results,
-            status=self.status,
-            error=self.error,
-            flags=self.flags,
-            usage=self.usage,
-            charges=self.charges,
-            duration_us=self.duration_us,
             time_ns=self.time_ns,
+            **self.fields,
         )
 
 

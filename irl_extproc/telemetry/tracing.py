@@ -2,10 +2,10 @@
 
 With Envoy's OpenTelemetry tracer configured, Envoy sends a W3C ``traceparent`` in the
 gRPC metadata of each ext_proc stream. ``extract`` reads it; ``Tracer.stream`` starts
-IRL's span for the stream as its child, and ``StreamTrace.child`` the spans for phases
-and invariant evaluations. A stream's spans are encoded to OTLP bytes together when
-it ends (``otlp_wire``) and shipped in batches by a task on the server's event loop
-(``OtlpTraceExporter``).
+IRL's span for the stream as its child (``StreamTrace``). The stream records its phases
+and invariant evaluations as plain tuples; when it ends, the exporter turns them into
+spans and OTLP bytes (``otlp_wire``), ``ENCODE_BATCH`` streams at a time, and ships them
+in batches from a task on the server's event loop (``OtlpTraceExporter``).
 
 Cost: with tracing off, or on a stream Envoy did not sample, every call is a no-op on a
 shared object. Attribute values are never raw content: callers pass names, actions,

@@ -19,7 +19,10 @@ SECRET = "alice@example.com"
 
 def conversation() -> Conversation:
     return Conversation(
-        direction="response", api_format="openai-chat", body={}, model="gpt-4o-mini-2024",
+        direction="response",
+        api_format="openai-chat",
+        body={},
+        model="gpt-4o-mini-2024",
         segments=[Segment("assistant", f"mail {SECRET}", ("choices", 0, "message", "content"))],
         usage=Usage(input_tokens=12, output_tokens=30),
     )
@@ -27,24 +30,65 @@ def conversation() -> Conversation:
 
 def findings() -> list[Finding]:
     return [
-        Finding("pii", "pii.email", "redact", "e-mail address", layer="validator", score=0.99, threshold=0.5,
-                segment=0, start=5, end=5 + len(SECRET), replacement="[EMAIL]"),
+        Finding(
+            "pii",
+            "pii.email",
+            "redact",
+            "e-mail address",
+            layer="validator",
+            score=0.99,
+            threshold=0.5,
+            segment=0,
+            start=5,
+            end=5 + len(SECRET),
+            replacement="[EMAIL]",
+        ),
         Finding("pii", "pii.phone", "monitor", "phone number", score=float("nan")),
     ]
 
 
+def head(service: str = "s", route: str = "s/r", mode: str = "enforce", **ids: str) -> records.Record:
+    return records.record_head(
+        service=service, route=route, policy_version=ids.pop("policy_version", "v"), mode=mode, **ids
+    )
+
+
 def full_record() -> records.Record:
-    return records.decision_record(
-        service="chat", route="chat/v1", policy_version="ab" * 32, mode="enforce", phase="response_body",
-        verdict="redact", enforced=True,
-        results=[records.invariant_result("pii", findings(), 42, conversation()),
-                 records.invariant_result("deny_patterns", [], 7),
-                 records.invariant_result("broken", [], 3, error="KeyError")],
-        request_id="req-1", trace_id="0af7651916cd43dd8448eb211c80319c", span_id="b7ad6b7169203331",
-        tenant="team-a", status=0, flags=["unchecked:irl_body_too_large"], usage=records.usage_entry(conversation()),
-        charges=[{"budget": "daily", "key": "team-a", "tokens": 42, "cost": 0.0021, "currency": "USD",
-                  "remaining": 9.5, "estimated": False}],
-        duration_us=120, time_ns=1_763_784_578_123_456_789,
+    stream = head(
+        "chat",
+        "chat/v1",
+        policy_version="ab" * 32,
+        request_id="req-1",
+        trace_id="0af7651916cd43dd8448eb211c80319c",
+        span_id="b7ad6b7169203331",
+        tenant="team-a",
+    )
+    return records.decision_fields(
+        stream,
+        "response_body",
+        "redact",
+        True,
+        results=[
+            records.invariant_result("pii", findings(), 42, conversation()),
+            records.invariant_result("deny_patterns", [], 7),
+            records.invariant_result("broken", [], 3, error="KeyError"),
+        ],
+        status=0,
+        flags=["unchecked:irl_body_too_large"],
+        usage=records.usage_entry(conversation()),
+        charges=[
+            {
+                "budget": "daily",
+                "key": "team-a",
+                "tokens": 42,
+                "cost": 0.0021,
+                "currency": "USD",
+                "remaining": 9.5,
+                "estimated": False,
+            }
+        ],
+        duration_us=120,
+        time_ns=1_763_784_578_123_456_789,
     )
 
 
@@ -76,32 +120,49 @@ def test_no_content_reaches_the_record() -> None:
 
 
 def test_minimal_records_leave_empty_fields_out() -> None:
-    record = records.decision_record(service="s", route="s/r", policy_version="v", mode="monitor",
-                                     phase="request_headers", verdict="error", enforced=True, error="irl_unknown_api",
-                                     status=404, time_ns=0)
-    assert record == {"time": "1970-01-01T00:00:00.000000Z", "service": "s", "route": "s/r", "policy_version": "v",
-                      "mode": "MODE_MONITOR", "phase": "PHASE_REQUEST_HEADERS", "verdict": "VERDICT_ERROR",
-                      "enforced": True, "status": 404, "error": "irl_unknown_api"}
+    record = records.decision_fields(
+        head(mode="monitor"), "request_headers", "error", True, error="irl_unknown_api", status=404, time_ns=0
+    )
+    assert record == {
+        "time": "1970-01-01T00:00:00.000000Z",
+        "service": "s",
+        "route": "s/r",
+        "policy_version": "v",
+        "mode": "MODE_MONITOR",
+        "phase": "PHASE_REQUEST_HEADERS",
+        "verdict": "VERDICT_ERROR",
+        "enforced": True,
+        "status": 404,
+        "error": "irl_unknown_api",
+    }
     json_format.ParseDict(record, decision_pb2.DecisionRecord())
 
 
 def test_every_phase_and_verdict_name_exists_in_the_proto() -> None:
-    for phase in ("request_headers", "request_body", "response_headers", "response_body", "request_trailers",
-                  "response_trailers"):
+    for phase in (
+        "request_headers",
+        "request_body",
+        "response_headers",
+        "response_body",
+        "request_trailers",
+        "response_trailers",
+    ):
         decision_pb2.Phase.Value(records.phase_name(phase))  # ValueError if the proto lacks it
     for verdict in ("allow", "redact", "block", "error"):
-        record = records.decision_record(service="s", route="r", policy_version="v", mode="enforce",
-                                         phase="request_body", verdict=verdict, enforced=True)
+        record = records.decision_fields(head(route="r"), "request_body", verdict, True)
         json_format.ParseDict(record, decision_pb2.DecisionRecord())
 
 
 def test_envoy_metadata_summarises_the_record() -> None:
     assert records.envoy_metadata(full_record()) == {
-        "decision": "redact", "route": "chat/v1", "policy_version": "ab" * 6, "invariants": "pii",
-        "rules": "pii.email,pii.phone", "flags": "unchecked:irl_body_too_large",
+        "decision": "redact",
+        "route": "chat/v1",
+        "policy_version": "ab" * 6,
+        "invariants": "pii",
+        "rules": "pii.email,pii.phone",
+        "flags": "unchecked:irl_body_too_large",
     }
-    monitored = records.decision_record(service="s", route="s/r", policy_version="v", mode="monitor",
-                                        phase="request_body", verdict="block", enforced=False)
+    monitored = records.decision_fields(head(mode="monitor"), "request_body", "block", False)
     assert records.envoy_metadata(monitored)["decision"] == "monitor:block"
 
 
