@@ -243,6 +243,10 @@ class Metrics:
         loop = self._loop
         if loop is None or loop.is_closed():
             return
+        with contextlib.suppress(RuntimeError):
+            if asyncio.get_running_loop() is loop:  # called on the loop itself after all
+                self.absorb()
+                return
         done: concurrent.futures.Future[None] = concurrent.futures.Future()
 
         def absorb() -> None:
