@@ -83,6 +83,10 @@ def as_list(value: Any, message: str) -> list[Any]:
     return value  # type: ignore[no-any-return]
 
 
+def _model(body: dict[str, Any]) -> str | None:
+    return body.get("model") if isinstance(body.get("model"), str) else None
+
+
 def request_conversation(
     api_format: str, body: dict[str, Any], segments: list[Segment], max_tokens: Any
 ) -> Conversation:
@@ -92,7 +96,7 @@ def request_conversation(
         api_format=api_format,
         body=body,
         segments=segments,
-        model=body.get("model") if isinstance(body.get("model"), str) else None,
+        model=_model(body),
         max_tokens=max_tokens if isinstance(max_tokens, int) else None,
         stream=body.get("stream") is True,
     )
@@ -108,7 +112,7 @@ def response_conversation(
         api_format=api_format,
         body=body,
         segments=segments,
-        model=body.get("model") if isinstance(body.get("model"), str) else None,
+        model=_model(body),
         usage=Usage(usage.get(usage_keys[0]), usage.get(usage_keys[1])) if isinstance(usage, dict) else None,
     )
 
