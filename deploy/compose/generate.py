@@ -5,7 +5,7 @@
 The compose policy is the example policy with container addresses: Envoy listens on all
 interfaces and the demo upstream is the ``upstream`` service. ``envoy.yaml`` is rendered
 from it by IRL's renderer, with the ext_proc server at ``irl:50051`` and traces going to
-``jaeger:4317``. ``tests/envoy/test_trace_compose.py`` checks both files are current.
+``jaeger:4317``. ``tests/envoy/test_trace_deploy.py`` checks both files are current.
 """
 
 from __future__ import annotations

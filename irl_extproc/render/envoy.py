@@ -116,6 +116,18 @@ def _tracing(sampling_percent: float) -> dict[str, Any]:
     }
 
 
+# Envoy's OpenTelemetry tracer sends a batch once it holds this many spans (or every 5 s). Envoy's
+# default of 5 makes an export per two or three requests; measured, that cost Envoy ~70 µs more per
+# traced request than 512, which is also the OpenTelemetry SDK's default export batch.
+TRACE_FLUSH_SPANS = 512
+
+
+def _runtime(*, tracing: bool) -> dict[str, Any]:
+    """Envoy's layered runtime: IRL's defaults, then an admin layer (``/runtime_modify``) to tune live."""
+    defaults = {"tracing.opentelemetry.min_flush_spans": TRACE_FLUSH_SPANS} if tracing else {}
+    return {"layers": [{"name": "irl", "static_layer": defaults}, {"name": "admin", "admin_layer": {}}]}
+
+
 def _path_source(xds_dir: Path, kind: str) -> dict[str, Any]:
     return {
         "path_config_source": {"path": str(xds_dir / XDS_FILES[kind]), "watched_directory": {"path": str(xds_dir)}},
@@ -219,6 +231,7 @@ def render_bootstrap(
         "node": {"id": "irl-envoy", "cluster": "irl"},
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
         "overload_manager": _overload_manager(),
+        "layered_runtime": _runtime(tracing=otlp_endpoint is not None),
     }
     if xds_dir is None:
         bootstrap["static_resources"] = {

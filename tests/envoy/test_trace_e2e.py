@@ -55,9 +55,7 @@ def with_access_log(bootstrap: dict[str, object], path: Path) -> dict[str, objec
     [hcm] = chain["filters"]
     hcm["typed_config"]["access_log"] = access_log
     # Export spans every 200 ms instead of Envoy's 5 s, so the test waits less (test-only runtime knob).
-    bootstrap["layered_runtime"] = {
-        "layers": [{"name": "test", "static_layer": {"tracing.opentelemetry.flush_interval_ms": 200}}]
-    }
+    bootstrap["layered_runtime"]["layers"][0]["static_layer"]["tracing.opentelemetry.flush_interval_ms"] = 200  # type: ignore[index]
     return bootstrap
 
 
