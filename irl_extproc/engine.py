@@ -7,8 +7,7 @@ one decision.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
+import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -19,6 +18,9 @@ from irl_extproc.invariants.base import CheckContext, Finding, Invariant, Invari
 from irl_extproc.invariants.registry import build
 from irl_extproc.policy.load import LoadedPolicy, PolicyError, Problem
 from irl_extproc.policy.resolve import EffectiveSentinel, ResolvedRoute, resolve_routes
+from irl_extproc.telemetry.record import Evaluation
+
+_clock = time.perf_counter_ns
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,10 +79,6 @@ def prepare(invariants: tuple[CompiledInvariant, ...], conversation: Conversatio
     return changed
 
 
-Observe = Callable[[str], AbstractContextManager[Any]]
-"""Wraps one invariant's evaluation (telemetry: a span and a latency sample per invariant)."""
-
-
 def _mode(mode: str) -> Literal["enforce", "monitor"]:
     return "monitor" if mode == "monitor" else "enforce"
 
@@ -103,16 +101,25 @@ async def evaluate_live(
     conversation: Conversation,
     context: CheckContext,
     mode: str,
-    observe: Observe | None = None,
+    evaluations: list[Evaluation] | None = None,
 ) -> Decision:
-    """The server's evaluation: invariants with shared state (budgets) await ``check_async``."""
+    """The server's evaluation: invariants with shared state (budgets) await ``check_async``.
+
+    ``evaluations``, when given, gets one ``Evaluation`` per invariant (name, findings, clock
+    readings, the exception type if it raised): telemetry's spans, metrics and audit results.
+    """
     findings: list[Finding] = []
     for invariant in invariants:
-        with observe(invariant.config.name) if observe else nullcontext() as probe:
-            live = getattr(invariant.impl, "check_async", None)
-            found = await live(conversation, context) if live else invariant.impl.check(conversation, context)
-            if probe is not None:
-                probe.findings = found
+        impl, start = invariant.impl, _clock()
+        try:
+            live = getattr(impl, "check_async", None)
+            found = await live(conversation, context) if live else impl.check(conversation, context)
+        except BaseException as exc:
+            if evaluations is not None:
+                evaluations.append((invariant.config.name, (), start, _clock(), type(exc).__name__))
+            raise
+        if evaluations is not None:
+            evaluations.append((invariant.config.name, found, start, _clock(), None))
         findings += found
     return decide(findings, _mode(mode))
 

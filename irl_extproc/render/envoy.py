@@ -122,9 +122,10 @@ def _tracing(sampling_percent: float) -> dict[str, Any]:
 TRACE_FLUSH_SPANS = 512
 
 
-def _runtime(*, tracing: bool) -> dict[str, Any]:
-    """Envoy's layered runtime: IRL's defaults, then an admin layer (``/runtime_modify``) to tune live."""
-    defaults = {"tracing.opentelemetry.min_flush_spans": TRACE_FLUSH_SPANS} if tracing else {}
+def _traced_runtime() -> dict[str, Any]:
+    """Envoy's layered runtime with the tracer's batch size, then an admin layer (``/runtime_modify``),
+    which is what Envoy runs with when no runtime is configured."""
+    defaults = {"tracing.opentelemetry.min_flush_spans": TRACE_FLUSH_SPANS}
     return {"layers": [{"name": "irl", "static_layer": defaults}, {"name": "admin", "admin_layer": {}}]}
 
 
@@ -231,8 +232,9 @@ def render_bootstrap(
         "node": {"id": "irl-envoy", "cluster": "irl"},
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
         "overload_manager": _overload_manager(),
-        "layered_runtime": _runtime(tracing=otlp_endpoint is not None),
     }
+    if otlp_endpoint:
+        bootstrap["layered_runtime"] = _traced_runtime()
     if xds_dir is None:
         bootstrap["static_resources"] = {
             "listeners": [listener(render_plan, port=listener_port, tracing=otlp_endpoint is not None)],

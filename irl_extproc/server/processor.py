@@ -346,7 +346,7 @@ class StreamProcessor:
         self, side: Side, invariants: tuple[CompiledInvariant, ...], conversation: Conversation, route: CompiledRoute
     ) -> Decision:
         decision = await evaluate_live(
-            invariants, conversation, self.context, route.sentinel.mode, observe=self.tel.invariant
+            invariants, conversation, self.context, route.sentinel.mode, self.tel.evaluations
         )
         self._record(side, decision, conversation)
         return decision

@@ -2,8 +2,7 @@
 
     tel = telemetry.stream(context.invocation_metadata(), service=..., route=..., ...)
     with tel.phase("request_body"):
-        with tel.invariant("pii") as check:
-            check.findings = invariant.check(conversation, context)
+        decision = await engine.evaluate_live(..., tel.evaluations)   # appends one tuple per invariant
         durable = tel.decide(decision, conversation=conversation)
         if durable is not None:
             await durable                  # only when the audit must be durable first
@@ -29,7 +28,6 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from irl_extproc.conversation import Conversation
-from irl_extproc.invariants.base import Finding
 from irl_extproc.telemetry import record as records
 from irl_extproc.telemetry.metrics import RouteCells
 from irl_extproc.telemetry.tracing import AnyTrace, Metadata, StreamTrace, UnsampledTrace, extract
@@ -39,42 +37,14 @@ if TYPE_CHECKING:
     from irl_extproc.telemetry.audit import Receipt
     from irl_extproc.telemetry.setup import Telemetry
 
-_OPERATIONS = {"openai-chat": "chat", "anthropic-messages": "chat", "openai-responses": "chat"}
+_CHAT_FORMATS = frozenset(("openai-chat", "anthropic-messages", "openai-responses"))  # gen_ai.operation.name chat
 _clock = time.perf_counter_ns
 
 
-class InvariantScope:
-    """Times one invariant evaluation; set ``findings`` to what the check returned.
-
-    One per stream, reused for every evaluation (they never nest); ``evaluations`` collects
-    the current phase's.
-    """
-
-    __slots__ = ("_start", "evaluations", "findings", "name")
-
-    def __init__(self) -> None:
-        self.name = ""
-        self.findings: Sequence[Finding] = ()
-        self.evaluations: list[records.Evaluation] = []
-        self._start = 0
-
-    def __enter__(self) -> InvariantScope:
-        self.findings = ()
-        self._start = _clock()
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
-        error = exc_type.__name__ if exc_type is not None else None
-        self.evaluations.append((self.name, self.findings, self._start, _clock(), error))
-
-
 class _Unobserved:
-    """What ``invariant``/``phase`` return when this process records nothing at all."""
+    """What ``phase`` returns when this process records nothing at all."""
 
-    __slots__ = ("findings",)
-
-    def __init__(self) -> None:
-        self.findings: Sequence[Finding] = ()
+    __slots__ = ()
 
     def __enter__(self) -> _Unobserved:
         return self
@@ -96,7 +66,7 @@ class StreamTelemetry:
     __slots__ = (
         "_active",
         "_cells",
-        "_check",
+        "_evaluations",
         "_hub",
         "_in_phase",
         "_labels",
@@ -137,7 +107,7 @@ class StreamTelemetry:
         self._phase_enforced = True
         self._phase_error: str | None = None
         self._phase_tokens: records.Tokens | None = None
-        self._check = InvariantScope()
+        self._evaluations: list[records.Evaluation] = []  # the current phase's
         self._record_head: records.Record | None = None  # built at the first decision record
         self._cells: RouteCells | None = None  # this route's metric cells, when metrics are on
         self.trace: AnyTrace = _UNTRACED  # metrics alone need no trace ids
@@ -163,7 +133,7 @@ class StreamTelemetry:
         if self.trace is not _UNTRACED:
             return self.trace.trace_id_hex
         parent = extract(self._metadata)  # nothing needed it so far: read Envoy's trace id when asked
-        return parent.trace_id.hex() if parent else ""
+        return parent.trace_id if parent else ""
 
     # -- scopes -------------------------------------------------------------------------------
 
@@ -174,17 +144,15 @@ class StreamTelemetry:
         self._phase = phase
         return self
 
-    def invariant(self, name: str) -> InvariantScope | _Unobserved:
-        """``with tel.invariant(name) as check: check.findings = ...`` around one evaluation."""
-        if not self._active:
-            return _UNOBSERVED
-        check = self._check
-        check.name = name
-        return check
+    @property
+    def evaluations(self) -> list[records.Evaluation] | None:
+        """Where the current phase's invariant evaluations go (``engine.evaluate_live`` appends
+        them), or None when nothing is recorded."""
+        return self._evaluations if self._active else None
 
     def __enter__(self) -> StreamTelemetry:
         self._in_phase = True
-        self._check.evaluations = []
+        self._evaluations = []
         self._phase_verdict, self._phase_enforced, self._phase_error, self._phase_tokens = None, True, None, None
         self._phase_start = _clock()
         return self
@@ -200,15 +168,16 @@ class StreamTelemetry:
             self._phase_verdict,
             self._phase_enforced,
             error,
-            self._check.evaluations,
+            self._evaluations,
             self._phase_tokens,
         )
         self._in_phase = False
         trace = self.trace
         if type(trace) is StreamTrace:
             trace.phases.append(phase)
-        if self._cells is not None:
-            self._cells.add_phase(phase)
+        cells = self._cells
+        if cells is not None:
+            cells.add_phase(phase)
 
     # -- the decision -------------------------------------------------------------------------
 
@@ -231,20 +200,25 @@ class StreamTelemetry:
         """
         if not self._active:
             return None
-        verdict = "error" if error else decision.verdict if decision is not None else "allow"
-        enforced = decision.enforced if decision is not None else True
-        self._phase_verdict, self._phase_enforced = verdict, enforced
         if error:
+            verdict, enforced = "error", True
             self._phase_error = error
+        elif decision is None:
+            verdict, enforced = "allow", True
+        else:
+            verdict, enforced = decision.verdict, decision.enforced
+        self._phase_verdict, self._phase_enforced = verdict, enforced
         if enforced and _RANK[verdict] > _RANK[self.verdict]:
             self.verdict = verdict
         usage: Mapping[str, Any] | None = None
         if conversation is not None:
             usage = records.usage_entry(conversation)
-            self._usage(usage, conversation)
+            if usage:
+                self._usage(usage, conversation)
         if not self._in_phase and self._cells is not None:  # e.g. a streamed response released by a timer
             self._cells.count_decision(self._phase, verdict, enforced, error, self._phase_tokens)
-        if self._hub.audit is None:
+        audit = self._hub.audit
+        if audit is None:
             return None
         head = self._record_head
         if head is None:
@@ -264,7 +238,7 @@ class StreamTelemetry:
             self._phase,
             verdict,
             enforced,
-            list(self._check.evaluations),
+            list(self._evaluations),
             conversation=conversation if found else None,  # to place findings; else let the body go
             status=status,
             error=error,
@@ -273,7 +247,10 @@ class StreamTelemetry:
             charges=charges,
             duration_us=(_clock() - self._phase_start) // 1000 if self._phase_start else 0,
         )
-        return self._hub.audit_record(pending)
+        if self._hub.wait_for_audit(audit):
+            return audit.append(pending)
+        audit.submit(pending)
+        return None
 
     def _usage(self, usage: Mapping[str, Any], conversation: Conversation) -> None:
         """Model and tokens: GenAI attributes of the stream span, token counts for the metrics."""
@@ -281,11 +258,9 @@ class StreamTelemetry:
             self.request_model = usage["request_model"]
         trace = self.trace
         if type(trace) is StreamTrace:
-            operation = _OPERATIONS.get(conversation.api_format)
-            if operation and conversation.direction == "request":
-                trace.set("gen_ai.operation.name", operation)
-            for key, value in usage.items():
-                trace.set(_GEN_AI[key], value)
+            trace.gen_ai.update(usage)  # attributes of the stream span, added when it is encoded
+            if conversation.direction == "request" and conversation.api_format in _CHAT_FORMATS:
+                trace.gen_ai["operation"] = "chat"
         if self._cells is not None and ("input_tokens" in usage or "output_tokens" in usage):
             model = self.request_model or usage.get("response_model", "")
             self._phase_tokens = (model, usage.get("input_tokens", -1), usage.get("output_tokens", -1))
@@ -305,10 +280,3 @@ class StreamTelemetry:
 
 
 _RANK = {"allow": 0, "redact": 1, "block": 2, "error": 3}
-_GEN_AI = {
-    "provider": "gen_ai.provider.name",
-    "request_model": "gen_ai.request.model",
-    "response_model": "gen_ai.response.model",
-    "input_tokens": "gen_ai.usage.input_tokens",
-    "output_tokens": "gen_ai.usage.output_tokens",
-}

@@ -36,14 +36,24 @@ Metadata = Iterable[tuple[str, str | bytes]]
 SpanSink = Callable[["StreamTrace"], None]  # receives each stream's trace when the stream ends
 ENCODE_BATCH = 64  # finished traces encoded together, so the encoder runs hot in the CPU's caches
 
+# GenAI semantic-convention names of what a stream learns of its model and usage.
+GEN_AI = {
+    "operation": "gen_ai.operation.name",
+    "provider": "gen_ai.provider.name",
+    "request_model": "gen_ai.request.model",
+    "response_model": "gen_ai.response.model",
+    "input_tokens": "gen_ai.usage.input_tokens",
+    "output_tokens": "gen_ai.usage.output_tokens",
+}
+
 _random = random.Random()  # noqa: S311 - span ids need uniqueness, not secrecy
 
 
 class Parent(NamedTuple):
     """The remote span IRL's stream span is a child of (Envoy's ext_proc client span)."""
 
-    trace_id: bytes
-    span_id: bytes
+    trace_id: str  # 32 lowercase hex digits, as in ``traceparent`` (bytes only when encoded, in a batch)
+    span_id: str  # 16 lowercase hex digits
     sampled: bool
     trace_state: str = ""
 
@@ -51,17 +61,28 @@ class Parent(NamedTuple):
 # W3C trace context: version-traceid-parentid-flags (lowercase hex); a fixed, linear pattern.
 _TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?")
 _ZERO_TRACE, _ZERO_SPAN = "0" * 32, "0" * 16
+_SAMPLED_DIGITS = frozenset("13579bdf")  # the flags' low bit: the last hex digit is odd
+
+
+_parent = Parent._make  # a tuple's own constructor: a NamedTuple's __new__ costs ~10x
+# Version 00 exactly as Envoy sends it, the case every stream takes: one match, no groups.
+_TRACEPARENT_00 = re.compile(r"00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
 
 
 def parse_traceparent(value: str, trace_state: str = "") -> Parent | None:
     """A W3C ``traceparent`` (``00-<32 hex>-<16 hex>-<2 hex>``), or None when invalid."""
+    if len(value) == 55 and _TRACEPARENT_00.fullmatch(value):
+        trace_id, span_id = value[3:35], value[36:52]
+        if trace_id == _ZERO_TRACE or span_id == _ZERO_SPAN:
+            return None
+        return _parent((trace_id, span_id, value[54] in _SAMPLED_DIGITS, trace_state))
     match = _TRACEPARENT.fullmatch(value.strip())
     if match is None:
         return None
     version, trace_id, span_id, flags, rest = match.groups()
     if version == "ff" or (version == "00" and rest) or trace_id == _ZERO_TRACE or span_id == _ZERO_SPAN:
         return None
-    return Parent(bytes.fromhex(trace_id), bytes.fromhex(span_id), bool(int(flags, 16) & 1), trace_state)
+    return Parent(trace_id, span_id, bool(int(flags, 16) & 1), trace_state)
 
 
 def extract(metadata: Metadata | None) -> Parent | None:
@@ -157,13 +178,14 @@ class StreamTrace:
         "end_ns",
         "error",
         "fixed",
+        "gen_ai",
         "next_id",
-        "parent_id",
+        "parent_hex",
         "phases",
         "span_id",
         "spans",
         "start_ns",
-        "trace_id",
+        "trace_id_hex",
         "trace_state",
     )
     recording = True
@@ -176,15 +198,17 @@ class StreamTrace:
         self.clock_offset = time.time_ns() - time.perf_counter_ns()
         # Span ids: a random base per stream plus a counter in the 16 low bits (never zero).
         self.next_id = _random.getrandbits(64) & ~0xFFFF | 1
-        self.trace_id = parent.trace_id if parent else (_random.getrandbits(128) or 1).to_bytes(16, "big")
-        self.trace_state = parent.trace_state if parent else ""
-        self.parent_id = int.from_bytes(parent.span_id, "little") if parent else None
+        if parent is None:
+            self.trace_id_hex, self.parent_hex, self.trace_state = f"{_random.getrandbits(128) or 1:032x}", "", ""
+        else:
+            self.trace_id_hex, self.parent_hex, _, self.trace_state = parent
         self.span_id = self.next_span_id()
         self.start_ns = self.now()
         self.end_ns = 0
         self.fixed = tuple(attributes)
         self.attributes: list[Attribute] = []
         self.error: str | None = None
+        self.gen_ai: dict[str, AttributeValue] = {}  # model, provider, tokens, operation (``GEN_AI`` keys)
         self.spans: list[otlp_wire.SpanData] = []
         self.phases: list[PhaseRecord] = []
 
@@ -212,10 +236,6 @@ class StreamTrace:
         self.spans.append(span)
 
     @property
-    def trace_id_hex(self) -> str:
-        return self.trace_id.hex()
-
-    @property
     def span_id_hex(self) -> str:
         return otlp_wire.span_id_bytes(self.span_id).hex()
 
@@ -233,8 +253,12 @@ class StreamTrace:
         for phase in self.phases:
             self._phase_spans(phase, spans)
         header = otlp_wire.span_header(STREAM_SPAN_NAME, otlp_wire.KIND_SERVER, self.fixed)
-        spans.append((self.span_id, self.parent_id, self.start_ns, self.end_ns, header, self.attributes, self.error))
-        return otlp_wire.encode_spans(self.trace_id, spans, self.trace_state)
+        attributes = self.attributes
+        if self.gen_ai:
+            attributes += [(GEN_AI[key], value) for key, value in self.gen_ai.items()]
+        parent_id = int.from_bytes(bytes.fromhex(self.parent_hex), "little") if self.parent_hex else None
+        spans.append((self.span_id, parent_id, self.start_ns, self.end_ns, header, attributes, self.error))
+        return otlp_wire.encode_spans(bytes.fromhex(self.trace_id_hex), spans, self.trace_state)
 
     def _phase_spans(self, phase: PhaseRecord, spans: list[otlp_wire.SpanData]) -> None:
         """A phase's span and one child span per invariant evaluation (durations are the spans' own)."""
@@ -309,7 +333,7 @@ class UnsampledTrace:
     span_id_hex = ""
 
     def __init__(self, parent: Parent | None) -> None:
-        self.trace_id_hex = parent.trace_id.hex() if parent else ""
+        self.trace_id_hex = parent.trace_id if parent else ""
 
     def set(self, key: str, value: AttributeValue) -> None:
         pass

@@ -50,7 +50,7 @@ def test_parse_traceparent(header: str, expected: tuple[str, str, bool] | None) 
         assert parent is None
     else:
         assert parent is not None
-        assert (parent.trace_id.hex(), parent.span_id.hex(), parent.sampled) == expected
+        assert (parent.trace_id, parent.span_id, parent.sampled) == expected
 
 
 def test_extract_reads_grpc_metadata_as_str_or_bytes() -> None:
@@ -61,7 +61,7 @@ def test_extract_reads_grpc_metadata_as_str_or_bytes() -> None:
     ]
     parent = extract(metadata)
     assert parent is not None
-    assert parent.trace_id.hex() == TRACE
+    assert parent.trace_id == TRACE
     assert parent.trace_state == "congo=t61rcWkgMzE"
     assert extract(None) is None
     assert extract([("x-irl-route", "chat/v1")]) is None
