@@ -76,9 +76,8 @@ class Receipt:
 
 
 Waiter = asyncio.Future[Receipt] | concurrent.futures.Future[Receipt]
-# A record, or a function that builds it when the record is written (in a batch): a dict, or
-# its JSON object as orjson encodes it (see ``audit_format.encode_record``).
-AnyRecord = Mapping[str, Any] | Callable[[], Mapping[str, Any] | bytes]
+# A record, or a function that builds it when the record is written (in a batch).
+AnyRecord = Mapping[str, Any] | Callable[[], Mapping[str, Any]]
 _Gathered = tuple[AnyRecord, Waiter | None]  # a record not yet written, and who waits for it
 _Pending = tuple[Waiter | None, int, str]  # a record written, not yet durable: who waits, its sequence and hash
 

@@ -1,12 +1,11 @@
 """Build the decision record (``protos/irl/v1/decision.proto``) as its proto3 JSON dict.
 
 The audit trail stores the record's proto3 JSON mapping (original field names, enum
-names, defaults omitted). Filling the upb message and converting it with ``json_format``
-costs ~100 µs (measured here), which the hot path cannot afford; building the dict costs
-~6 µs, and the server's records skip even that: ``PendingDecision`` writes the same JSON
-bytes straight from templates (~2.5 µs). ``tests/unit/test_telemetry_record.py`` parses
-every shape built here back into ``irl.v1.DecisionRecord``, so the builder and the schema
-cannot drift, and ``irl audit verify --schema`` checks stored records the same way.
+names, defaults omitted). Building that dict directly costs ~2 µs; filling the upb
+message and converting it with ``json_format`` costs ~100 µs (measured here), which
+the hot path cannot afford. ``tests/unit/test_telemetry_record.py`` parses every shape
+built here back into ``irl.v1.DecisionRecord``, so the builder and the schema cannot
+drift, and ``irl audit verify --schema`` checks stored records the same way.
 """
 
 from __future__ import annotations
@@ -15,8 +14,6 @@ import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
-
-import orjson
 
 from irl_extproc.conversation import Conversation, JsonPath
 from irl_extproc.invariants.base import Finding
@@ -207,38 +204,11 @@ def action_of(evaluation: Evaluation) -> str:
     return "error" if evaluation[4] is not None else strongest_action(evaluation[1]) if evaluation[1] else "pass"
 
 
-class RecordHead:
-    """``record_head``'s fields, and their JSON members (encoded once, shared by the stream's records)."""
-
-    __slots__ = ("_members", "fields")
-
-    def __init__(self, fields: Record) -> None:
-        self.fields = fields
-        self._members: bytes | None = None
-
-    def members(self) -> bytes:
-        """``,"request_id":…,"mode":…``: everything after ``time``, as orjson writes it."""
-        if self._members is None:
-            encoded = orjson.dumps(self.fields)
-            assert encoded.startswith(_EMPTY_TIME), "record_head puts time first"
-            self._members = encoded[len(_EMPTY_TIME) : -1]
-        return self._members
-
-
-_EMPTY_TIME = b'{"time":""'
-
-
 class PendingDecision:
     """A decision record's facts; calling it builds the record (the audit log does, in a batch).
 
     The decision time is taken now. ``conversation`` is needed only to place findings; the
     other arguments are ``decision_fields``'s.
-
-    Calling it returns the record as JSON bytes, exactly what ``orjson.dumps(self.record())``
-    returns, without building the dict: the shared head is encoded once per stream, a result
-    with no findings is a template, and orjson encodes what comes from outside (model names,
-    error codes, findings). ``tests/unit/test_telemetry_record.py`` checks the bytes are equal
-    on generated decisions.
     """
 
     __slots__ = (
@@ -259,7 +229,7 @@ class PendingDecision:
 
     def __init__(
         self,
-        head: RecordHead,
+        head: Record,
         phase: str,
         verdict: str,
         enforced: bool,
@@ -279,51 +249,20 @@ class PendingDecision:
         self.flags, self.usage, self.duration_us = flags, usage, duration_us
         self.charges = [dict(c) for c in charges] if charges else ()  # budgets may reuse theirs
 
-    def __call__(self) -> bytes:
-        out = [b'{"time":"', rfc3339(self.time_ns).encode(), b'"', self.head.members()]
-        out.append(_decided(self.phase, self.verdict))
-        out.append(b',"enforced":true' if self.enforced else b',"enforced":false')
-        if self.evaluations:
-            out.append(b',"results":[')
-            out.append(b",".join([self._result(evaluation) for evaluation in self.evaluations]))
-            out.append(b"]")
-        if self.status:
-            out.append(b',"status":%d' % self.status)
-        if self.error:
-            out += (b',"error":', orjson.dumps(self.error))
-        if self.flags:
-            out += (b',"flags":', orjson.dumps(list(self.flags)))
-        if self.usage:
-            out += (b',"usage":', orjson.dumps(dict(self.usage)))
-        if self.charges:
-            out += (b',"charges":', orjson.dumps(self.charges))
-        if self.duration_us:
-            out.append(b',"duration_us":%d' % self.duration_us)
-        out.append(b"}")
-        return b"".join(out)
-
-    def _result(self, evaluation: Evaluation) -> bytes:
-        name, findings, start, stop, failure = evaluation
-        if findings or failure is not None:
-            return orjson.dumps(self._result_fields(evaluation))
-        prefix = _PASSED.get(name)
-        if prefix is None:
-            prefix = _PASSED[name] = b'{"invariant":%s,"action":"ACTION_PASS","duration_us":' % orjson.dumps(name)
-        return b"%s%d}" % (prefix, (stop - start) // 1000)
-
-    def _result_fields(self, evaluation: Evaluation) -> Record:
-        name, findings, start, stop, failure = evaluation
-        action = strongest_action(findings) if findings else "pass"
-        return invariant_result(name, findings, (stop - start) // 1000, self.conversation, error=failure, action=action)
-
-    def record(self) -> Record:
-        """The record as a dict (what ``__call__`` encodes)."""
+    def __call__(self) -> Record:
+        conversation = self.conversation
+        results = []
+        for name, findings, start, stop, failure in self.evaluations:
+            action = strongest_action(findings) if findings else "pass"
+            results.append(
+                invariant_result(name, findings, (stop - start) // 1000, conversation, error=failure, action=action)
+            )
         return decision_fields(
-            self.head.fields.copy(),
+            self.head.copy(),
             self.phase,
             self.verdict,
             self.enforced,
-            results=[self._result_fields(evaluation) for evaluation in self.evaluations],
+            results=results,
             status=self.status,
             error=self.error,
             flags=self.flags,
@@ -334,19 +273,26 @@ class PendingDecision:
         )
 
 
-_PASSED: dict[str, bytes] = {}  # by invariant name (from the policy): a passed result up to its duration
-_DECIDED: dict[tuple[str, str], bytes] = {}
+def envoy_metadata(record: Mapping[str, Any]) -> dict[str, str]:
+    """A flat summary of a record for Envoy dynamic metadata under the namespace ``irl``.
 
-
-def _decided(phase: str, verdict: str) -> bytes:
-    """``,"phase":…,"verdict":…``"""
-    members = _DECIDED.get((phase, verdict))
-    if members is None:
-        members = _DECIDED[(phase, verdict)] = b',"phase":"%s","verdict":"%s"' % (
-            phase_name(phase).encode(),
-            _VERDICTS[verdict].encode(),
-        )
-    return members
+    Access logs read it as ``%DYNAMIC_METADATA(irl:decision)%`` etc. (see docs/audit.md).
+    """
+    verdict = str(record.get("verdict", "VERDICT_ALLOW")).removeprefix("VERDICT_").lower()
+    values = {
+        "decision": verdict if record.get("enforced", True) or verdict == "allow" else f"monitor:{verdict}",
+        "route": str(record.get("route", "")),
+        "policy_version": str(record.get("policy_version", ""))[:12],
+    }
+    fired = [r for r in record.get("results", ()) if r.get("findings")]
+    if fired:
+        values["invariants"] = ",".join(sorted({r["invariant"] for r in fired}))
+        values["rules"] = ",".join(sorted({f["rule"] for r in fired for f in r["findings"]}))
+    if record.get("error"):
+        values["error"] = str(record["error"])
+    if record.get("flags"):
+        values["flags"] = ",".join(record["flags"])
+    return values
 
 
 _second_cache: tuple[int, str] = (-1, "")

@@ -108,7 +108,7 @@ class StreamTelemetry:
         self._phase_error: str | None = None
         self._phase_tokens: records.Tokens | None = None
         self._evaluations: list[records.Evaluation] = []  # the current phase's
-        self._record_head: records.RecordHead | None = None  # built at the first decision record
+        self._record_head: records.Record | None = None  # built at the first decision record
         self._cells: RouteCells | None = None  # this route's metric cells, when metrics are on
         self.trace: AnyTrace = _UNTRACED  # metrics alone need no trace ids
         self._active = hub.active
@@ -222,17 +222,15 @@ class StreamTelemetry:
             return None
         head = self._record_head
         if head is None:
-            head = self._record_head = records.RecordHead(
-                records.record_head(
-                    service=self.service,
-                    route=self.route,
-                    policy_version=self.policy_version,
-                    mode=self.mode,
-                    request_id=self.request_id,
-                    trace_id=self.trace.trace_id_hex,
-                    span_id=self.trace.span_id_hex,
-                    tenant=self.tenant,
-                )
+            head = self._record_head = records.record_head(
+                service=self.service,
+                route=self.route,
+                policy_version=self.policy_version,
+                mode=self.mode,
+                request_id=self.request_id,
+                trace_id=self.trace.trace_id_hex,
+                span_id=self.trace.span_id_hex,
+                tenant=self.tenant,
             )
         found = decision is not None and decision.findings
         pending = records.PendingDecision(

@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import json
-from typing import Any
 
-import orjson
 import pytest
 from google.protobuf import json_format
-from hypothesis import given
-from hypothesis import strategies as st
 
 from irl_extproc._gen.irl.v1 import decision_pb2
 from irl_extproc.conversation import Conversation, Segment, Usage
@@ -157,47 +153,17 @@ def test_every_phase_and_verdict_name_exists_in_the_proto() -> None:
         json_format.ParseDict(record, decision_pb2.DecisionRecord())
 
 
-text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=12)  # quotes, controls, any script
-evaluations = st.lists(
-    st.tuples(
-        st.sampled_from(["pii", "prompt_injection", 'odd "name"\\']),
-        st.sampled_from([[], findings(), findings()[:1]]),
-        st.integers(0, 10**12),
-        st.integers(0, 10**9),
-        st.sampled_from([None, "KeyError"]),
-    ).map(lambda e: (e[0], e[1], e[2], e[2] + e[3], e[4])),
-    max_size=5,
-)
-
-
-@given(
-    ids=st.fixed_dictionaries({}, optional={"request_id": text, "trace_id": text, "span_id": text, "tenant": text}),
-    service=text,
-    phase=st.sampled_from(["request_body", "response_body", "request_headers"]),
-    verdict=st.sampled_from(["allow", "redact", "block", "error"]),
-    enforced=st.booleans(),
-    evaluated=evaluations,
-    status=st.integers(0, 599),
-    error=st.none() | text,
-    flags=st.lists(text, max_size=2),
-    usage=st.none()
-    | st.fixed_dictionaries({}, optional={"request_model": text, "input_tokens": st.integers(0, 10**6)}),
-    charges=st.lists(st.fixed_dictionaries({"budget": text, "tokens": st.integers(0, 10**6), "cost": st.floats()}),
-                     max_size=2),
-    duration_us=st.integers(0, 10**7),
-)
-def test_a_pending_decision_encodes_to_exactly_orjsons_bytes_of_its_record(
-    ids: dict[str, str], service: str, phase: str, verdict: str, enforced: bool, evaluated: list[Any], status: int,
-    error: str | None, flags: list[str], usage: dict[str, Any] | None, charges: list[dict[str, Any]], duration_us: int,
-) -> None:
-    fields = records.record_head(service=service, route="r", policy_version="v", mode="enforce", **ids)
-    head = records.RecordHead(fields)
-    pending = records.PendingDecision(
-        head, phase, verdict, enforced, evaluated, conversation=conversation(), status=status, error=error,
-        flags=flags, usage=usage, charges=charges, duration_us=duration_us,
-    )
-    assert pending() == orjson.dumps(pending.record())
-    assert pending() == pending()  # the head's members are encoded once and reused
+def test_envoy_metadata_summarises_the_record() -> None:
+    assert records.envoy_metadata(full_record()) == {
+        "decision": "redact",
+        "route": "chat/v1",
+        "policy_version": "ab" * 6,
+        "invariants": "pii",
+        "rules": "pii.email,pii.phone",
+        "flags": "unchecked:irl_body_too_large",
+    }
+    monitored = records.decision_fields(head(mode="monitor"), "request_body", "block", False)
+    assert records.envoy_metadata(monitored)["decision"] == "monitor:block"
 
 
 def test_strongest_action_and_paths() -> None:
