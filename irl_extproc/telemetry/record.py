@@ -273,28 +273,6 @@ class PendingDecision:
         )
 
 
-def envoy_metadata(record: Mapping[str, Any]) -> dict[str, str]:
-    """A flat summary of a record for Envoy dynamic metadata under the namespace ``irl``.
-
-    Access logs read it as ``%DYNAMIC_METADATA(irl:decision)%`` etc. (see docs/audit.md).
-    """
-    verdict = str(record.get("verdict", "VERDICT_ALLOW")).removeprefix("VERDICT_").lower()
-    values = {
-        "decision": verdict if record.get("enforced", True) or verdict == "allow" else f"monitor:{verdict}",
-        "route": str(record.get("route", "")),
-        "policy_version": str(record.get("policy_version", ""))[:12],
-    }
-    fired = [r for r in record.get("results", ()) if r.get("findings")]
-    if fired:
-        values["invariants"] = ",".join(sorted({r["invariant"] for r in fired}))
-        values["rules"] = ",".join(sorted({f["rule"] for r in fired for f in r["findings"]}))
-    if record.get("error"):
-        values["error"] = str(record["error"])
-    if record.get("flags"):
-        values["flags"] = ",".join(record["flags"])
-    return values
-
-
 _second_cache: tuple[int, str] = (-1, "")
 
 

@@ -153,19 +153,6 @@ def test_every_phase_and_verdict_name_exists_in_the_proto() -> None:
         json_format.ParseDict(record, decision_pb2.DecisionRecord())
 
 
-def test_envoy_metadata_summarises_the_record() -> None:
-    assert records.envoy_metadata(full_record()) == {
-        "decision": "redact",
-        "route": "chat/v1",
-        "policy_version": "ab" * 6,
-        "invariants": "pii",
-        "rules": "pii.email,pii.phone",
-        "flags": "unchecked:irl_body_too_large",
-    }
-    monitored = records.decision_fields(head(mode="monitor"), "request_body", "block", False)
-    assert records.envoy_metadata(monitored)["decision"] == "monitor:block"
-
-
 def test_strongest_action_and_paths() -> None:
     assert records.strongest_action([]) == "pass"
     assert records.strongest_action(findings()) == "redact"
