@@ -102,13 +102,29 @@ def components(stack: Stack) -> dict[str, list[int]]:
     return {"irl": irl, "envoy": [pids["envoy"]], "upstream": [pids["demo"]]}
 
 
-def load_alone(stack: Stack, seconds: float) -> tuple[float, dict[str, float]]:
-    """wrk on one stack while the others idle: its req/s and the CPU µs per request of each component."""
-    pids = components(stack)
-    before = {part: sum(map(cpu_seconds, group)) for part, group in pids.items()}
-    result = run_wrk(stack.url, CHAT, connections=16, seconds=seconds)
-    return result.rps, {
-        part: (sum(map(cpu_seconds, group)) - before[part]) / result.requests * 1e6 for part, group in pids.items()
+Measured = tuple[float, dict[str, float]]  # req/s, and CPU µs per request by component
+
+
+def load(stacks: dict[str, Stack], seconds: float, delay_ms: float = 0) -> dict[str, Measured]:
+    """wrk on ``stacks`` at once (16 connections each, paced by ``delay_ms``): per stack, req/s and
+    the CPU µs per request of each component."""
+    pids = {name: components(stack) for name, stack in stacks.items()}
+    before = {name: {part: sum(map(cpu_seconds, g)) for part, g in parts.items()} for name, parts in pids.items()}
+    with futures.ThreadPoolExecutor(len(stacks)) as pool:
+        runs = {
+            name: pool.submit(run_wrk, stack.url, CHAT, connections=16, seconds=seconds, delay_ms=delay_ms)
+            for name, stack in stacks.items()
+        }
+        results = {name: run.result() for name, run in runs.items()}
+    return {
+        name: (
+            result.rps,
+            {
+                part: (sum(map(cpu_seconds, group)) - before[name][part]) / result.requests * 1e6
+                for part, group in pids[name].items()
+            },
+        )
+        for name, result in results.items()
     }
 
 
@@ -118,6 +134,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sampling", type=float, default=100, help="Envoy's random_sampling percent")
     parser.add_argument("--seconds", type=float, default=2, help="per stack and round (wrk, 16 connections)")
     parser.add_argument("--rounds", type=int, default=16)
+    parser.add_argument(
+        "--paced", type=float, default=0, metavar="MS",
+        help="load the stacks together instead, each connection waiting MS ms before each request: the cost "
+        "then comes from CPU per request at equal load",
+    )
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--policy", type=Path, default=REPO / "policies" / "example.yaml")
     args = parser.parse_args(argv)
@@ -142,13 +163,18 @@ def main(argv: list[str] | None = None) -> int:
         try:
             for stack in stacks.values():
                 stack.start(args.policy)
-            for stack in stacks.values():
-                load_alone(stack, 1)  # warm up: connections, caches, files
+            for name in names:
+                load({name: stacks[name]}, 1)  # warm up: connections, caches, files
             rps: dict[str, list[float]] = {name: [] for name in names}
             cpu: dict[str, list[dict[str, float]]] = {name: [] for name in names}
             for round_ in range(args.rounds):
-                for name in names[round_ % 3 :] + names[: round_ % 3]:  # rotated: no stack always goes first
-                    rate, used = load_alone(stacks[name], args.seconds)
+                if args.paced:  # together, each at the same paced rate
+                    measured = load(stacks, args.seconds, args.paced)
+                else:  # one at a time, saturated, in an order that rotates
+                    measured = {}
+                    for name in names[round_ % 3 :] + names[: round_ % 3]:
+                        measured |= load({name: stacks[name]}, args.seconds)
+                for name, (rate, used) in measured.items():
                     rps[name].append(rate)
                     cpu[name].append(used)
         finally:
@@ -173,9 +199,13 @@ def main(argv: list[str] | None = None) -> int:
         )
     medians = {name: sum(statistics.median(run[part] for run in cpu[name]) for part in cpu[name][0]) for name in names}
     for name in ("on", "control"):
-        costs = sorted(100 * (1 - other / off) for off, other in zip(rps["off"], rps[name], strict=True))
+        if args.paced:  # equal rates: when CPU-bound, throughput goes as 1 / CPU per request
+            totals = [(sum(off.values()), sum(x.values())) for off, x in zip(cpu["off"], cpu[name], strict=True)]
+            costs, how = sorted(100 * (1 - off / other) for off, other in totals), "from CPU per request"
+        else:
+            costs, how = sorted(100 * (1 - x / off) for off, x in zip(rps["off"], rps[name], strict=True)), "of req/s"
         print(
-            f"throughput cost, {name:>7} vs off: {statistics.median(costs):5.1f} % of req/s "
+            f"throughput cost, {name:>7} vs off: {statistics.median(costs):5.1f} % {how} "
             f"(median of {len(costs)} rounds; range {costs[0]:.1f} … {costs[-1]:.1f}; "
             f"from the median CPU per request: {100 * (1 - medians['off'] / medians[name]):.1f} %)"
         )

@@ -75,8 +75,10 @@ def _lua_string(data: bytes) -> str:
     return f"[{level}[{text}]{level}]"
 
 
-def _script(load: Load) -> str:
+def _script(load: Load, delay_ms: float = 0) -> str:
     lines = [f'wrk.method = "{load.method}"']
+    if delay_ms:  # each connection waits this long before each request: a paced, open-ended load
+        lines.append(f"function delay() return {delay_ms:g} end")
     if load.body:
         lines.append(f"wrk.body = {_lua_string(load.body)}")
     lines += [f'wrk.headers["{name}"] = "{value}"' for name, value in load.headers]
@@ -85,11 +87,12 @@ def _script(load: Load) -> str:
 
 def run_wrk(
     base_url: str, load: Load, *, connections: int, seconds: float, threads: int = 1,
-    on_tick: Callable[[], None] | None = None,
+    on_tick: Callable[[], None] | None = None, delay_ms: float = 0,
 ) -> WrkResult:
-    """Run wrk against ``base_url + load.path``; ``on_tick`` is called about twice a second."""
+    """Run wrk against ``base_url + load.path``; ``on_tick`` is called about twice a second;
+    ``delay_ms`` paces each connection (wrk's ``delay()``) instead of sending back to back."""
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
-        script.write(_script(load))
+        script.write(_script(load, delay_ms))
     argv = [ensure_wrk(), "-t", str(min(threads, connections)), "-c", str(connections),
             "-d", f"{max(1, round(seconds))}s", "--timeout", "5s", "-s", script.name, base_url + load.path]
     try:

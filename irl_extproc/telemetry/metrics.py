@@ -4,7 +4,7 @@ Why not the OpenTelemetry metrics SDK on the hot path: measured here, one
 ``counter.add``/``histogram.record`` costs ~11 µs, and a request records a dozen.
 ``Counter.add`` and ``Histogram.record`` below are a dict lookup and an increment
 (~0.3 µs). Streams do not even do that per message: they hand each message's facts
-(``record.PhaseRecord``) to ``Metrics.add_phase``, and ``absorb`` aggregates them
+(``record.PhaseRecord``) to ``RouteCells.add_phase``, and ``Metrics.absorb`` aggregates them
 ``ABSORB_BATCH`` at a time, through each route's cells (``RouteCells``), which are list
 increments. A timer absorbs what is left every second, and the OTLP push absorbs first, so
 a scrape is at most a second behind. Both exports read the same aggregates: a
@@ -115,6 +115,7 @@ class RouteCells:
 
     def __init__(self, metrics: Metrics, service: str, route: str) -> None:
         self._metrics, self._service, self._route = metrics, service, route
+        self._pending = metrics.pending  # the same list for every route (absorb empties it in place)
         self.labels = (service, route)
         self.streams = metrics.streams.cell((service, route))
         self._phases: dict[str, list[float]] = {}
@@ -122,8 +123,12 @@ class RouteCells:
         self._decisions: dict[tuple[str, str, bool], list[int]] = {}
 
     def add_phase(self, phase: PhaseRecord) -> None:
-        """Count one ext_proc message of this route (``Metrics.add_phase``)."""
-        self._metrics.add_phase(self, phase)
+        """Count one ext_proc message of this route: aggregated with others by ``Metrics.absorb``,
+        at most ``ABSORB_BATCH`` messages later."""
+        pending = self._pending
+        pending.append((self, phase))
+        if len(pending) >= ABSORB_BATCH:
+            self._metrics.absorb()
 
     def phase(self, phase: str) -> list[float]:
         """The ``irl.phase.duration`` cell of ``phase``."""
@@ -200,7 +205,7 @@ class Metrics:
         self.audit_records = Counter("irl.audit.records", "{record}", "decision records made durable", ())
         self.audit_errors = Counter("irl.audit.errors", "{error}", "audit writes that failed", ())
         self._routes: dict[tuple[str, str], RouteCells] = {}
-        self._pending: list[tuple[RouteCells, PhaseRecord]] = []
+        self.pending: list[tuple[RouteCells, PhaseRecord]] = []  # messages not absorbed yet
         self._loop: asyncio.AbstractEventLoop | None = None  # the loop that adds phases (see absorb_soon)
         self.spans_dropped = Counter(
             "irl.telemetry.spans.dropped",
@@ -209,16 +214,10 @@ class Metrics:
             ("reason",),
         )
 
-    def add_phase(self, cells: RouteCells, phase: PhaseRecord) -> None:
-        """Count one ext_proc message (aggregated with others by ``absorb``, at most ``ABSORB_BATCH`` later)."""
-        pending = self._pending
-        pending.append((cells, phase))
-        if len(pending) >= ABSORB_BATCH:
-            self.absorb()
-
     def absorb(self) -> None:
         """Aggregate the messages counted since the last call: one tight loop, warm caches."""
-        pending, self._pending = self._pending, []
+        pending = self.pending.copy()
+        self.pending.clear()
         for cells, (phase, start, end, verdict, enforced, error, evaluations, used) in pending:
             for evaluation in evaluations:
                 count, duration = cells.invariant(evaluation[0], action_of(evaluation))

@@ -253,10 +253,13 @@ class PendingDecision:
         conversation = self.conversation
         results = []
         for name, findings, start, stop, failure in self.evaluations:
-            action = strongest_action(findings) if findings else "pass"
-            results.append(
-                invariant_result(name, findings, (stop - start) // 1000, conversation, error=failure, action=action)
-            )
+            if findings or failure is not None:
+                action = strongest_action(findings) if findings else "pass"
+                results.append(
+                    invariant_result(name, findings, (stop - start) // 1000, conversation, error=failure, action=action)
+                )
+            else:  # the common case, spelled out: ``invariant_result`` of a pass
+                results.append({"invariant": name, "action": "ACTION_PASS", "duration_us": (stop - start) // 1000})
         return decision_fields(
             self.head.copy(),
             self.phase,

@@ -270,7 +270,8 @@ class StreamTelemetry:
         if not self._active:
             return
         trace = self.trace
-        trace.set("irl.verdict", self.verdict)  # the request id is on Envoy's span (guid:x-request-id)
+        if type(trace) is StreamTrace:
+            trace.attributes.append(("irl.verdict", self.verdict))  # the request id is on Envoy's span
         if error is not None:
             trace.fail(error)
             metrics = self._hub.metrics

@@ -196,14 +196,15 @@ class StreamTrace:
         # One clock for the whole stream: span times are perf_counter readings moved to the epoch
         # (``time.perf_counter_ns() + clock_offset``).
         self.clock_offset = time.time_ns() - time.perf_counter_ns()
-        # Span ids: a random base per stream plus a counter in the 16 low bits (never zero).
-        self.next_id = _random.getrandbits(64) & ~0xFFFF | 1
+        # Span ids: a random base per stream plus a counter in the 16 low bits (never zero). The
+        # stream span takes the first.
+        self.span_id = _random.getrandbits(64) & ~0xFFFF | 1
+        self.next_id = self.span_id + 1
         if parent is None:
             self.trace_id_hex, self.parent_hex, self.trace_state = f"{_random.getrandbits(128) or 1:032x}", "", ""
         else:
             self.trace_id_hex, self.parent_hex, _, self.trace_state = parent
-        self.span_id = self.next_span_id()
-        self.start_ns = self.now()
+        self.start_ns = time.perf_counter_ns() + self.clock_offset
         self.end_ns = 0
         self.fixed = tuple(attributes)
         self.attributes: list[Attribute] = []
@@ -268,11 +269,13 @@ class StreamTrace:
         self.next_id = span_id + len(evaluations)
         for evaluation in evaluations:
             invariant, findings, check_start, check_end, failure = evaluation
-            action = action_of(evaluation)
-            header = _INVARIANT_HEADERS.get((invariant, action)) or _invariant_header(invariant, action)
             found: Sequence[Attribute] = ()
             if findings or failure is not None:
+                action = action_of(evaluation)
+                header = _INVARIANT_HEADERS.get((invariant, action)) or _invariant_header(invariant, action)
                 found = _finding_attributes(findings, failure)
+            else:  # a pass
+                header = _INVARIANT_HEADERS.get((invariant, "pass")) or _invariant_header(invariant, "pass")
             spans.append((span_id, phase_id, check_start + offset, check_end + offset, header, found, failure))
             span_id += 1
         key = (name, verdict, enforced)
