@@ -207,25 +207,11 @@ def action_of(evaluation: Evaluation) -> str:
 class PendingDecision:
     """A decision record's facts; calling it builds the record (the audit log does, in a batch).
 
-    The decision time is taken now. ``conversation`` is needed only to place findings; the
-    other arguments are ``decision_fields``'s.
+    The decision time is taken now. ``conversation`` is needed only to place findings;
+    ``fields`` are the rest of ``decision_fields``'s arguments.
     """
 
-    __slots__ = (
-        "charges",
-        "conversation",
-        "duration_us",
-        "enforced",
-        "error",
-        "evaluations",
-        "flags",
-        "head",
-        "phase",
-        "status",
-        "time_ns",
-        "usage",
-        "verdict",
-    )
+    __slots__ = ("conversation", "enforced", "evaluations", "fields", "head", "phase", "time_ns", "verdict")
 
     def __init__(
         self,
@@ -236,18 +222,14 @@ class PendingDecision:
         evaluations: list[Evaluation],
         *,
         conversation: Conversation | None = None,
-        status: int = 0,
-        error: str | None = None,
-        flags: Sequence[str] = (),
-        usage: Mapping[str, Any] | None = None,
-        charges: Sequence[Mapping[str, Any]] = (),
-        duration_us: int = 0,
+        **fields: Any,
     ) -> None:
         self.time_ns = time.time_ns()
         self.head, self.phase, self.verdict, self.enforced = head, phase, verdict, enforced
-        self.evaluations, self.conversation, self.status, self.error = evaluations, conversation, status, error
-        self.flags, self.usage, self.duration_us = flags, usage, duration_us
-        self.charges = [dict(c) for c in charges] if charges else ()  # budgets may reuse theirs
+        self.evaluations, self.conversation = evaluations, conversation
+        if fields.get("charges"):
+            fields["charges"] = [dict(c) for c in fields["charges"]]  # budgets may reuse theirs
+        self.fields = fields
 
     def __call__(self) -> Record:
         conversation = self.conversation
@@ -266,13 +248,8 @@ class PendingDecision:
             self.verdict,
             self.enforced,
             results=results,
-            status=self.status,
-            error=self.error,
-            flags=self.flags,
-            usage=self.usage,
-            charges=self.charges,
-            duration_us=self.duration_us,
             time_ns=self.time_ns,
+            **self.fields,
         )
 
 
