@@ -15,9 +15,10 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from irl_extproc._gen.envoy.service.ext_proc.v3 import external_processor_pb2 as ep
 from irl_extproc._gen.envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ep_grpc
 from irl_extproc.contract import ROUTE_METADATA_KEY
-from irl_extproc.server.policy_holder import PolicyHolder
+from irl_extproc.server.policy_holder import PolicyHolder, freeze_heap
 from irl_extproc.server.processor import StreamProcessor
 from irl_extproc.telemetry.setup import NO_TELEMETRY, Telemetry, TelemetryOptions
+from irl_extproc.telemetry.tracing import Metadata
 
 log = logging.getLogger("irl.server")
 
@@ -26,8 +27,9 @@ SHUTDOWN_GRACE_SECONDS = 10.0
 EXT_PROC_SERVICE = "envoy.service.ext_proc.v3.ExternalProcessor"
 
 
-def route_id_from(context: grpc.aio.ServicerContext[ep.ProcessingRequest, ep.ProcessingResponse]) -> str | None:
-    for key, value in context.invocation_metadata() or ():
+def route_id_from(metadata: Metadata | None) -> str | None:
+    """The route Envoy named in the ext_proc stream's gRPC metadata (``x-irl-route``)."""
+    for key, value in metadata or ():
         if key == ROUTE_METADATA_KEY:
             return value if isinstance(value, str) else value.decode()
     return None
@@ -45,10 +47,11 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
     ) -> None:
         # read()/write() rather than an async generator: the processor may also send on its
         # own (a streaming hold-back window released by time), through the same context.
-        policy, route_id = self.holder.current, route_id_from(context)
+        metadata = context.invocation_metadata()  # one read for the route and the trace context
+        policy, route_id = self.holder.current, route_id_from(metadata)
         route = policy.routes.get(route_id or "")
         tel = self.telemetry.stream(
-            context.invocation_metadata(),  # Envoy's traceparent: IRL's spans join Envoy's trace
+            metadata,  # Envoy's traceparent: IRL's spans join Envoy's trace
             service=route.route.service if route else "<none>",
             route=route_id or "<none>",
             policy_version=policy.version,
@@ -103,7 +106,8 @@ async def serve(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    watcher = asyncio.create_task(holder.watch())
+    freeze_heap()  # what is built by now (policy, models, telemetry) lives as long as the process
+    watcher = asyncio.create_task(holder.watch(on_reload=freeze_heap))
     await stop.wait()
     log.info("shutting down: draining streams for up to %.0fs", SHUTDOWN_GRACE_SECONDS)
     await health_servicer.enter_graceful_shutdown()

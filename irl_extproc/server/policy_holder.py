@@ -7,8 +7,10 @@ serving; streams already running keep the snapshot they started with.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from irl_extproc.engine import CompiledPolicy
@@ -53,11 +55,28 @@ class PolicyHolder:
         log.info("policy %s now serving (%s)", compiled.version[:12], self.path)
         return True
 
-    async def watch(self, interval: float = 0.5) -> None:
-        """Poll the file (portable; no inotify dependency) and reload when it changes."""
+    async def watch(self, interval: float = 0.5, on_reload: Callable[[], None] | None = None) -> None:
+        """Poll the file (portable; no inotify dependency) and reload when it changes; ``on_reload``
+        runs after each new policy starts serving."""
         while True:
             await asyncio.sleep(interval)
             stamp = self._file_stamp()
             if stamp is not None and stamp != self._stamp:
                 self._stamp = stamp
-                self.reload()
+                if self.reload() and on_reload is not None:
+                    on_reload()
+
+
+def freeze_heap() -> None:
+    """Take every object alive now out of the garbage collector's full collections (``gc.freeze``).
+
+    The compiled policy and the detectors' models live as long as the process, and they are
+    large: measured under load, each full collection walked them for 23-37 ms, every few
+    seconds, stalling every stream in flight. Frozen, a full collection takes microseconds.
+    Call it once serving starts and after each reload (a new policy is new long-lived objects).
+    It unfreezes and collects first, so garbage is never frozen for good: not what a reload
+    replaced, not a cycle that became unreachable since the last call.
+    """
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
