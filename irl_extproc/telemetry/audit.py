@@ -212,9 +212,6 @@ class AuditLog:
 
     def submit(self, record: AnyRecord) -> None:
         """Add ``record`` without waiting; a failure is logged and counted, not raised."""
-        if self._flush_timer is not None and not self._closed:  # a write is due: join it (every record but ~1)
-            self._gathered.append((record, None))
-            return
         try:
             loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:

@@ -74,7 +74,7 @@ def encode_record(record: Mapping[str, Any], sequence: int, prev_hash: str) -> t
     """
     if not isinstance(record, dict):
         raise TypeError("a record must be a dict")
-    if "sequence" in record or "prev_hash" in record or "hash" in record:  # CHAIN_FIELDS
+    if any(name in record for name in CHAIN_FIELDS):
         raise ValueError("a record must not set sequence/prev_hash/hash: the audit writer does")
     rest = orjson.dumps(record)
     body = b'{"sequence":%d,"prev_hash":"%s"%s%s' % (

@@ -115,7 +115,6 @@ class RouteCells:
 
     def __init__(self, metrics: Metrics, service: str, route: str) -> None:
         self._metrics, self._service, self._route = metrics, service, route
-        self._pending = metrics.pending  # the same list for every route (absorb empties it in place)
         self.labels = (service, route)
         self.streams = metrics.streams.cell((service, route))
         self._phases: dict[str, list[float]] = {}
@@ -123,12 +122,8 @@ class RouteCells:
         self._decisions: dict[tuple[str, str, bool], list[int]] = {}
 
     def add_phase(self, phase: PhaseRecord) -> None:
-        """Count one ext_proc message of this route: aggregated with others by ``Metrics.absorb``,
-        at most ``ABSORB_BATCH`` messages later."""
-        pending = self._pending
-        pending.append((self, phase))
-        if len(pending) >= ABSORB_BATCH:
-            self._metrics.absorb()
+        """Count one ext_proc message of this route (``Metrics.add_phase``)."""
+        self._metrics.add_phase(self, phase)
 
     def phase(self, phase: str) -> list[float]:
         """The ``irl.phase.duration`` cell of ``phase``."""
@@ -205,7 +200,7 @@ class Metrics:
         self.audit_records = Counter("irl.audit.records", "{record}", "decision records made durable", ())
         self.audit_errors = Counter("irl.audit.errors", "{error}", "audit writes that failed", ())
         self._routes: dict[tuple[str, str], RouteCells] = {}
-        self.pending: list[tuple[RouteCells, PhaseRecord]] = []  # messages not absorbed yet
+        self._pending: list[tuple[RouteCells, PhaseRecord]] = []
         self._loop: asyncio.AbstractEventLoop | None = None  # the loop that adds phases (see absorb_soon)
         self.spans_dropped = Counter(
             "irl.telemetry.spans.dropped",
@@ -214,10 +209,16 @@ class Metrics:
             ("reason",),
         )
 
+    def add_phase(self, cells: RouteCells, phase: PhaseRecord) -> None:
+        """Count one ext_proc message (aggregated with others by ``absorb``, at most ``ABSORB_BATCH`` later)."""
+        pending = self._pending
+        pending.append((cells, phase))
+        if len(pending) >= ABSORB_BATCH:
+            self.absorb()
+
     def absorb(self) -> None:
         """Aggregate the messages counted since the last call: one tight loop, warm caches."""
-        pending = self.pending.copy()
-        self.pending.clear()
+        pending, self._pending = self._pending, []
         for cells, (phase, start, end, verdict, enforced, error, evaluations, used) in pending:
             for evaluation in evaluations:
                 count, duration = cells.invariant(evaluation[0], action_of(evaluation))

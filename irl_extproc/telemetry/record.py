@@ -87,12 +87,9 @@ def invariant_result(
     conversation: Conversation | None = None,
     *,
     error: str | None = None,
-    action: str | None = None,
 ) -> Record:
-    """``error``: the exception type when the invariant itself failed; ``action``: the findings'
-    ``strongest_action`` when the caller has it already."""
-    action = action or strongest_action(findings)
-    result: Record = {"invariant": name, "action": _ACTIONS[action], "duration_us": duration_us}
+    """``error``: the exception type when the invariant itself failed."""
+    result: Record = {"invariant": name, "action": _ACTIONS[strongest_action(findings)], "duration_us": duration_us}
     if findings:
         result["findings"] = [finding_entry(f, conversation) for f in findings]
     if error is not None:
@@ -233,15 +230,10 @@ class PendingDecision:
 
     def __call__(self) -> Record:
         conversation = self.conversation
-        results = []
-        for name, findings, start, stop, failure in self.evaluations:
-            if findings or failure is not None:
-                action = strongest_action(findings) if findings else "pass"
-                results.append(
-                    invariant_result(name, findings, (stop - start) // 1000, conversation, error=failure, action=action)
-                )
-            else:  # the common case, spelled out: ``invariant_result`` of a pass
-                results.append({"invariant": name, "action": "ACTION_PASS", "duration_us": (stop - start) // 1000})
+        results = [
+            invariant_result(name, findings, (stop - start) // 1000, conversation, error=failure)
+            for name, findings, start, stop, failure in self.evaluations
+        ]
         return decision_fields(
             self.head.copy(),
             self.phase,

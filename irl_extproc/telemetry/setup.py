@@ -22,7 +22,7 @@ from importlib import metadata as package_metadata
 from pathlib import Path
 
 from irl_extproc.telemetry import otlp_wire
-from irl_extproc.telemetry.audit import DEFAULT_MAX_FILE_BYTES, AuditLog
+from irl_extproc.telemetry.audit import DEFAULT_MAX_FILE_BYTES, AnyRecord, AuditLog, Receipt
 from irl_extproc.telemetry.metrics import Metrics, OtlpMetricsExporter, serve_prometheus
 from irl_extproc.telemetry.stream import StreamTelemetry
 from irl_extproc.telemetry.tracing import Metadata, OtlpTraceExporter, Tracer
@@ -247,10 +247,17 @@ class Telemetry:
         """Telemetry for one ext_proc stream (``metadata``: its gRPC invocation metadata)."""
         return StreamTelemetry(self, metadata, service=service, route=route, policy_version=policy_version, mode=mode)
 
-    def wait_for_audit(self, audit: AuditLog) -> bool:
-        """Whether a decision waits for its record to be durable: under ``--audit-wait``, or while
-        the sync falls behind (a bounded backlog: the stream waits rather than memory growing)."""
-        return self.options.audit_wait or audit.backlog > MAX_AUDIT_BACKLOG
+    def audit_record(self, record: AnyRecord) -> asyncio.Future[Receipt] | None:
+        """Queue a decision record; a future to await when the caller must wait for durability:
+        under ``--audit-wait``, or while the sync falls behind (the stream waits rather than memory
+        growing)."""
+        audit = self.audit
+        if audit is None:
+            return None
+        if self.options.audit_wait or audit.backlog > MAX_AUDIT_BACKLOG:
+            return audit.append(record)
+        audit.submit(record)
+        return None
 
     async def aclose(self) -> None:
         """Flush and stop everything, newest first: spans and metrics, then the audit trail."""

@@ -69,7 +69,6 @@ class StreamTelemetry:
         "_evaluations",
         "_hub",
         "_in_phase",
-        "_labels",
         "_metadata",
         "_phase",
         "_phase_enforced",
@@ -98,7 +97,6 @@ class StreamTelemetry:
         self.tenant: str | None = None
         self.request_model = ""
         self.verdict = "allow"  # the strongest verdict so far, for the stream span
-        self._labels = (service, route)
         self._metadata = metadata
         self._phase = ""
         self._in_phase = False
@@ -194,8 +192,8 @@ class StreamTelemetry:
         """Record the decision on the current phase's message: span, metrics and audit.
 
         ``decision`` None means nothing was evaluated: an ``error`` (verdict error) or a
-        message passed unchecked (``flags``). The invariant results are those timed
-        with ``invariant()`` in this phase. Returns a future to await before answering
+        message passed unchecked (``flags``). The invariant results are the phase's
+        ``evaluations``. Returns a future to await before answering
         Envoy when the operator asked for durable audit records first (``--audit-wait``).
         """
         if not self._active:
@@ -217,8 +215,7 @@ class StreamTelemetry:
                 self._usage(usage, conversation)
         if not self._in_phase and self._cells is not None:  # e.g. a streamed response released by a timer
             self._cells.count_decision(self._phase, verdict, enforced, error, self._phase_tokens)
-        audit = self._hub.audit
-        if audit is None:
+        if self._hub.audit is None:
             return None
         head = self._record_head
         if head is None:
@@ -247,10 +244,7 @@ class StreamTelemetry:
             charges=charges,
             duration_us=(_clock() - self._phase_start) // 1000 if self._phase_start else 0,
         )
-        if self._hub.wait_for_audit(audit):
-            return audit.append(pending)
-        audit.submit(pending)
-        return None
+        return self._hub.audit_record(pending)
 
     def _usage(self, usage: Mapping[str, Any], conversation: Conversation) -> None:
         """Model and tokens: GenAI attributes of the stream span, token counts for the metrics."""
@@ -270,13 +264,12 @@ class StreamTelemetry:
         if not self._active:
             return
         trace = self.trace
-        if type(trace) is StreamTrace:
-            trace.attributes.append(("irl.verdict", self.verdict))  # the request id is on Envoy's span
+        trace.set("irl.verdict", self.verdict)  # the request id is on Envoy's span (guid:x-request-id)
         if error is not None:
             trace.fail(error)
             metrics = self._hub.metrics
             if metrics is not None:
-                metrics.stream_errors.add((*self._labels, error))
+                metrics.stream_errors.add((self.service, self.route, error))
         trace.finish()
 
 

@@ -61,21 +61,10 @@ class Parent(NamedTuple):
 # W3C trace context: version-traceid-parentid-flags (lowercase hex); a fixed, linear pattern.
 _TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?")
 _ZERO_TRACE, _ZERO_SPAN = "0" * 32, "0" * 16
-_SAMPLED_DIGITS = frozenset("13579bdf")  # the flags' low bit: the last hex digit is odd
-
-
-_parent = Parent._make  # a tuple's own constructor: a NamedTuple's __new__ costs ~10x
-# Version 00 exactly as Envoy sends it, the case every stream takes: one match, no groups.
-_TRACEPARENT_00 = re.compile(r"00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
 
 
 def parse_traceparent(value: str, trace_state: str = "") -> Parent | None:
     """A W3C ``traceparent`` (``00-<32 hex>-<16 hex>-<2 hex>``), or None when invalid."""
-    if len(value) == 55 and _TRACEPARENT_00.fullmatch(value):
-        trace_id, span_id = value[3:35], value[36:52]
-        if trace_id == _ZERO_TRACE or span_id == _ZERO_SPAN:
-            return None
-        return _parent((trace_id, span_id, value[54] in _SAMPLED_DIGITS, trace_state))
     match = _TRACEPARENT.fullmatch(value.strip())
     if match is None:
         return None
@@ -99,17 +88,14 @@ def extract(metadata: Metadata | None) -> Parent | None:
 class Span:
     """A span being recorded. ``set`` adds attributes; ``end`` hands it to its trace for export."""
 
-    __slots__ = ("_trace", "attributes", "error", "fixed", "kind", "name", "parent_id", "span_id", "start_ns")
+    __slots__ = ("_trace", "attributes", "error", "kind", "name", "parent_id", "span_id", "start_ns")
 
-    def __init__(
-        self, trace: StreamTrace, name: str, parent_id: int | None, kind: int, fixed: tuple[Attribute, ...] = ()
-    ) -> None:
+    def __init__(self, trace: StreamTrace, name: str, parent_id: int | None, kind: int) -> None:
         self._trace = trace
         self.name = name
         self.span_id = trace.next_span_id()
         self.parent_id = parent_id
         self.kind = kind
-        self.fixed = fixed  # attributes known at the start whose values repeat: encoded once with the name
         self.attributes: list[Attribute] = []
         self.error: str | None = None
         self.start_ns = trace.now()
@@ -124,7 +110,7 @@ class Span:
 
     def end(self) -> None:
         trace = self._trace
-        header = otlp_wire.span_header(self.name, self.kind, self.fixed)
+        header = otlp_wire.span_header(self.name, self.kind)
         trace.add((self.span_id, self.parent_id, self.start_ns, trace.now(), header, self.attributes, self.error))
 
     def __enter__(self) -> Span:
@@ -269,13 +255,11 @@ class StreamTrace:
         self.next_id = span_id + len(evaluations)
         for evaluation in evaluations:
             invariant, findings, check_start, check_end, failure = evaluation
+            action = action_of(evaluation)
+            header = _INVARIANT_HEADERS.get((invariant, action)) or _invariant_header(invariant, action)
             found: Sequence[Attribute] = ()
             if findings or failure is not None:
-                action = action_of(evaluation)
-                header = _INVARIANT_HEADERS.get((invariant, action)) or _invariant_header(invariant, action)
                 found = _finding_attributes(findings, failure)
-            else:  # a pass
-                header = _INVARIANT_HEADERS.get((invariant, "pass")) or _invariant_header(invariant, "pass")
             spans.append((span_id, phase_id, check_start + offset, check_end + offset, header, found, failure))
             span_id += 1
         key = (name, verdict, enforced)
