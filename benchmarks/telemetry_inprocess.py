@@ -32,7 +32,7 @@ from benchmarks.run_extproc import CHAT, REPO
 from benchmarks.telemetry_overhead import OtlpSink
 from irl_extproc._gen.envoy.service.ext_proc.v3 import external_processor_pb2 as ep
 from irl_extproc.server.app import ExternalProcessor
-from irl_extproc.server.policy_holder import PolicyHolder
+from irl_extproc.server.policy_holder import PolicyHolder, freeze_heap
 from irl_extproc.telemetry.setup import Telemetry, TelemetryOptions
 from tests.extproc_messages import body, completion, headers, request_headers
 
@@ -88,6 +88,7 @@ async def measure(parts: list[str], rounds: int, batches: int) -> tuple[list[flo
         try:
             for server in (off, on):
                 await cpu_per_stream(server, 20)  # warm up: caches, lazy models, the audit file
+            freeze_heap()  # as ``irl serve`` does once serving starts: full collections skip the models
             results: tuple[list[float], list[float]] = ([], [])
             for round_ in range(rounds):
                 order = (off, on) if round_ % 2 else (on, off)

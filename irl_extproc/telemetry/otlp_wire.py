@@ -170,19 +170,30 @@ def _status(error: str) -> bytes:
 def encode_spans(trace_id: bytes, spans: Iterable[SpanData], trace_state: str = "") -> bytes:
     """The spans of one trace as they appear inside ``ScopeSpans.spans`` (tags and lengths included).
 
-    One call per stream: per span, one ``struct`` pack plus cached encodings.
+    One call per stream. A child span with no attributes beyond its header (most of them: phases
+    and invariants that found nothing) is one ``struct`` pack of its cached lead and its ids and
+    times; others are assembled piece by piece.
     """
     state = b""
     if trace_state:
         raw_state = trace_state.encode()
         state = _TAG_TRACE_STATE + varint(len(raw_state)) + raw_state
     cached = _str_cache.get  # the common case: one dict lookup per attribute (a non-str value never hits)
+    shapes, plain = _plain_shapes.get, not state  # leads leave no room for a trace state (rare)
     with_parent, root = _IDS_AND_TIMES.pack, _ROOT_IDS.pack
     trace_tag, span_tag, parent_tag = _TAG_TRACE_ID, _TAG_SPAN_ID, _TAG_PARENT_ID
     start_tag, end_tag = _TAG_START, _TAG_END
     child_fixed, root_fixed = _IDS_AND_TIMES.size + len(state), _ROOT_IDS.size + len(state)
     out: list[bytes] = []
     for span_id, parent_id, start_ns, end_ns, header, attributes, error in spans:
+        if plain and not attributes and error is None and parent_id is not None:
+            shape = shapes(header) or _plain_shape(header)
+            out.append(
+                shape.pack(
+                    shape.lead, trace_id, span_tag, span_id, parent_tag, parent_id, start_tag, start_ns, end_tag, end_ns
+                )
+            )
+            continue
         if parent_id is None:
             head = root(trace_tag, trace_id, span_tag, span_id, start_tag, start_ns, end_tag, end_ns)
             size = root_fixed + len(header)
@@ -202,6 +213,29 @@ def encode_spans(trace_id: bytes, spans: Iterable[SpanData], trace_state: str = 
             body += status
         out += (_TAG_SCOPE_SPAN, varint(size), head, state, body)
     return b"".join(out)
+
+
+class _PlainShape:
+    """How a child span made of its header, ids and times only is packed: everything before the
+    trace id is a constant ``lead`` (the header's fields come first on the wire, which protobuf
+    allows), so the span is one call."""
+
+    __slots__ = ("lead", "pack")
+
+    def __init__(self, header: bytes) -> None:
+        # The lead ends with the trace id's tag: the format is _IDS_AND_TIMES's after that tag.
+        self.lead = _TAG_SCOPE_SPAN + varint(len(header) + _IDS_AND_TIMES.size) + header + _TAG_TRACE_ID
+        self.pack = struct.Struct(f"<{len(self.lead)}s{_IDS_AND_TIMES.format.removeprefix('<2s')}").pack
+
+
+def _plain_shape(header: bytes) -> _PlainShape:
+    shape = _PlainShape(header)
+    if len(_plain_shapes) < _CACHE_MAX:
+        _plain_shapes[header] = shape
+    return shape
+
+
+_plain_shapes: dict[bytes, _PlainShape] = {}
 
 
 def encode_span(
