@@ -97,10 +97,6 @@ _CACHE_MAX = 8192  # past this, new values are encoded every time (e.g. many dis
 _key_cache: dict[str, bytes] = {}
 _header_cache: dict[tuple[str, int, tuple[Attribute, ...]], bytes] = {}
 
-# A finished span: span id, parent span id (None for a root), start and end (ns since the epoch),
-# its ``span_header``, further attributes, and the error type that failed it (None if it did not).
-SpanData = tuple[int, int | None, int, int, bytes, Sequence[Attribute], str | None]
-
 
 def span_id_bytes(span_id: int) -> bytes:
     """The 8 bytes a span id is sent as (``span_id`` in OTLP, hex in the audit trail)."""
@@ -167,75 +163,87 @@ def _status(error: str) -> bytes:
     return _TAG_STATUS + varint(len(status)) + status
 
 
-def encode_spans(trace_id: bytes, spans: Iterable[SpanData], trace_state: str = "") -> bytes:
-    """The spans of one trace as they appear inside ``ScopeSpans.spans`` (tags and lengths included).
+class SpanWriter:
+    """Encodes the spans of one trace, as they appear inside ``ScopeSpans.spans`` (tags and
+    lengths included). ``span`` takes any span; ``plain`` a child span with no attributes beyond
+    its header (most: phases, and invariants that found nothing), which is one ``struct`` pack of
+    a cached lead and its ids and times."""
 
-    One call per stream. A child span with no attributes beyond its header (most of them: phases
-    and invariants that found nothing) is one ``struct`` pack of its cached lead and its ids and
-    times; others are assembled piece by piece.
-    """
-    state = b""
-    if trace_state:
-        raw_state = trace_state.encode()
-        state = _TAG_TRACE_STATE + varint(len(raw_state)) + raw_state
-    cached = _str_cache.get  # the common case: one dict lookup per attribute (a non-str value never hits)
-    shapes, plain = _plain_shapes.get, not state  # leads leave no room for a trace state (rare)
-    with_parent, root = _IDS_AND_TIMES.pack, _ROOT_IDS.pack
-    trace_tag, span_tag, parent_tag = _TAG_TRACE_ID, _TAG_SPAN_ID, _TAG_PARENT_ID
-    start_tag, end_tag = _TAG_START, _TAG_END
-    child_fixed, root_fixed = _IDS_AND_TIMES.size + len(state), _ROOT_IDS.size + len(state)
-    out: list[bytes] = []
-    for span_id, parent_id, start_ns, end_ns, header, attributes, error in spans:
-        if plain and not attributes and error is None and parent_id is not None:
-            shape = shapes(header) or _plain_shape(header)
-            out.append(
-                shape.pack(
-                    shape.lead, trace_id, span_tag, span_id, parent_tag, parent_id, start_tag, start_ns, end_tag, end_ns
-                )
+    __slots__ = ("_shapes", "_state", "out", "trace_id")
+
+    def __init__(self, trace_id: bytes, trace_state: str = "") -> None:
+        self.trace_id = trace_id
+        self.out: list[bytes] = []
+        self._state = b""
+        self._shapes = _plain_shapes
+        if trace_state:
+            raw_state = trace_state.encode()
+            self._state = _TAG_TRACE_STATE + varint(len(raw_state)) + raw_state
+            self._shapes = {}  # leads with a trace state are this trace's own (the state is rare and varies)
+
+    def plain(self, header: bytes, span_id: int, parent_id: int, start_ns: int, end_ns: int) -> None:
+        shape = self._shapes.get(header) or self._shape(header)
+        self.out.append(
+            shape.pack(
+                shape.lead, self.trace_id, _TAG_SPAN_ID, span_id, _TAG_PARENT_ID, parent_id, _TAG_START, start_ns,
+                _TAG_END, end_ns,
             )
-            continue
+        )  # fmt: skip
+
+    def span(
+        self,
+        span_id: int,
+        parent_id: int | None,
+        start_ns: int,
+        end_ns: int,
+        header: bytes,
+        *,
+        attributes: Sequence[Attribute] = (),
+        error: str | None = None,
+    ) -> None:
+        """Any span: ``parent_id`` None for a root, ``header`` from ``span_header``, times in ns since the epoch."""
+        if parent_id is not None and not attributes and error is None:
+            self.plain(header, span_id, parent_id, start_ns, end_ns)
+            return
+        state, trace_id = self._state, self.trace_id
         if parent_id is None:
-            head = root(trace_tag, trace_id, span_tag, span_id, start_tag, start_ns, end_tag, end_ns)
-            size = root_fixed + len(header)
-        else:
-            head = with_parent(
-                trace_tag, trace_id, span_tag, span_id, parent_tag, parent_id, start_tag, start_ns, end_tag, end_ns
+            head = _ROOT_IDS.pack(
+                _TAG_TRACE_ID, trace_id, _TAG_SPAN_ID, span_id, _TAG_START, start_ns, _TAG_END, end_ns
             )
-            size = child_fixed + len(header)
-        body = header
-        if attributes:
-            encoded = b"".join([cached(attribute) or encode_attribute(*attribute) for attribute in attributes])
-            size += len(encoded)
-            body += encoded
+        else:
+            head = _IDS_AND_TIMES.pack(
+                _TAG_TRACE_ID, trace_id, _TAG_SPAN_ID, span_id, _TAG_PARENT_ID, parent_id, _TAG_START, start_ns,
+                _TAG_END, end_ns,
+            )  # fmt: skip
+        body = header + b"".join([encode_attribute(*attribute) for attribute in attributes])
         if error is not None:
-            status = _status(error)
-            size += len(status)
-            body += status
-        out += (_TAG_SCOPE_SPAN, varint(size), head, state, body)
-    return b"".join(out)
+            body += _status(error)
+        self.out += (_TAG_SCOPE_SPAN, varint(len(head) + len(state) + len(body)), head, state, body)
+
+    def encoded(self) -> bytes:
+        return b"".join(self.out)
+
+    def _shape(self, header: bytes) -> _PlainShape:
+        shape = _PlainShape(header, self._state)
+        if len(self._shapes) < _CACHE_MAX:
+            self._shapes[header] = shape
+        return shape
 
 
 class _PlainShape:
-    """How a child span made of its header, ids and times only is packed: everything before the
-    trace id is a constant ``lead`` (the header's fields come first on the wire, which protobuf
-    allows), so the span is one call."""
+    """How a plain span is packed: everything before its trace id is a constant ``lead`` (the
+    header's fields and the trace state come first on the wire, which protobuf allows)."""
 
     __slots__ = ("lead", "pack")
 
-    def __init__(self, header: bytes) -> None:
+    def __init__(self, header: bytes, state: bytes) -> None:
         # The lead ends with the trace id's tag: the format is _IDS_AND_TIMES's after that tag.
-        self.lead = _TAG_SCOPE_SPAN + varint(len(header) + _IDS_AND_TIMES.size) + header + _TAG_TRACE_ID
+        body = header + state
+        self.lead = _TAG_SCOPE_SPAN + varint(len(body) + _IDS_AND_TIMES.size) + body + _TAG_TRACE_ID
         self.pack = struct.Struct(f"<{len(self.lead)}s{_IDS_AND_TIMES.format.removeprefix('<2s')}").pack
 
 
-def _plain_shape(header: bytes) -> _PlainShape:
-    shape = _PlainShape(header)
-    if len(_plain_shapes) < _CACHE_MAX:
-        _plain_shapes[header] = shape
-    return shape
-
-
-_plain_shapes: dict[bytes, _PlainShape] = {}
+_plain_shapes: dict[bytes, _PlainShape] = {}  # by header, for traces without a trace state
 
 
 def encode_span(
@@ -253,9 +261,17 @@ def encode_span(
 ) -> bytes:
     """One ``Span`` as it appears inside ``ScopeSpans.spans`` (tag and length included)."""
     parent = None if parent_span_id is None else int.from_bytes(parent_span_id, "little")
-    header = span_header(name, kind)
-    span = (int.from_bytes(span_id, "little"), parent, start_ns, end_ns, header, list(attributes), error)
-    return encode_spans(trace_id, [span], trace_state)
+    writer = SpanWriter(trace_id, trace_state)
+    writer.span(
+        int.from_bytes(span_id, "little"),
+        parent,
+        start_ns,
+        end_ns,
+        span_header(name, kind),
+        attributes=list(attributes),
+        error=error,
+    )
+    return writer.encoded()
 
 
 def resource(attributes: Sequence[tuple[str, str]]) -> resource_pb2.Resource:

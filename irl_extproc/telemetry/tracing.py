@@ -27,7 +27,7 @@ from irl_extproc.invariants.base import Finding
 from irl_extproc.telemetry import otlp_wire
 from irl_extproc.telemetry.otlp_client import TRACE_EXPORT, BatchExporter, OtlpClient
 from irl_extproc.telemetry.otlp_wire import Attribute, AttributeValue
-from irl_extproc.telemetry.record import PhaseRecord, action_of
+from irl_extproc.telemetry.record import PhaseRecord, strongest_action
 
 SCOPE_NAME = "irl_extproc"
 STREAM_SPAN_NAME = "envoy.service.ext_proc.v3.ExternalProcessor/Process"  # rpc semconv: service/method
@@ -85,76 +85,13 @@ def extract(metadata: Metadata | None) -> Parent | None:
     return parse_traceparent(traceparent, trace_state) if traceparent else None
 
 
-class Span:
-    """A span being recorded. ``set`` adds attributes; ``end`` hands it to its trace for export."""
-
-    __slots__ = ("_trace", "attributes", "error", "kind", "name", "parent_id", "span_id", "start_ns")
-
-    def __init__(self, trace: StreamTrace, name: str, parent_id: int | None, kind: int) -> None:
-        self._trace = trace
-        self.name = name
-        self.span_id = trace.next_span_id()
-        self.parent_id = parent_id
-        self.kind = kind
-        self.attributes: list[Attribute] = []
-        self.error: str | None = None
-        self.start_ns = trace.now()
-
-    def set(self, key: str, value: AttributeValue) -> None:
-        self.attributes.append((key, value))
-
-    def fail(self, error_type: str) -> None:
-        """Mark the span as failed; ``error_type`` is a code or class name, never a message."""
-        self.error = error_type
-        self.attributes.append(("error.type", error_type))
-
-    def end(self) -> None:
-        trace = self._trace
-        header = otlp_wire.span_header(self.name, self.kind)
-        trace.add((self.span_id, self.parent_id, self.start_ns, trace.now(), header, self.attributes, self.error))
-
-    def __enter__(self) -> Span:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
-        if exc_type is not None:
-            self.fail(exc_type.__name__)
-        self.end()
-
-
-class NoopSpan:
-    """Stands in for ``Span`` when nothing is recorded: every method does nothing."""
-
-    __slots__ = ()
-    span_id = 0
-
-    def set(self, key: str, value: AttributeValue) -> None:
-        pass
-
-    def fail(self, error_type: str) -> None:
-        pass
-
-    def end(self) -> None:
-        pass
-
-    def __enter__(self) -> NoopSpan:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
-        pass
-
-
-NOOP_SPAN = NoopSpan()
-AnySpan = Span | NoopSpan
-
-
 class StreamTrace:
-    """The spans of one sampled ext_proc stream. It is the stream span itself (``set``, ``fail``);
-    ``child`` starts other spans; ``finish`` ends it and hands the trace to the sink.
+    """The trace of one sampled ext_proc stream. It is the stream span itself (``set``, ``fail``);
+    ``finish`` ends it and hands it to the sink.
 
     The stream's phases are kept as it recorded them (``record.PhaseRecord``, appended to
-    ``phases``) and become spans, with one child per invariant evaluation, only in ``encode``,
-    which the exporter calls a batch of streams at a time.
+    ``phases``) and become spans, one per phase with a child per invariant evaluation, only in
+    ``encode``, which the exporter calls a batch of streams at a time.
     """
 
     __slots__ = (
@@ -165,11 +102,9 @@ class StreamTrace:
         "error",
         "fixed",
         "gen_ai",
-        "next_id",
         "parent_hex",
         "phases",
         "span_id",
-        "spans",
         "start_ns",
         "trace_id_hex",
         "trace_state",
@@ -183,9 +118,8 @@ class StreamTrace:
         # (``time.perf_counter_ns() + clock_offset``).
         self.clock_offset = time.time_ns() - time.perf_counter_ns()
         # Span ids: a random base per stream plus a counter in the 16 low bits (never zero). The
-        # stream span takes the first.
+        # stream span takes the first, the phases and evaluations the next in order (``encode``).
         self.span_id = _random.getrandbits(64) & ~0xFFFF | 1
-        self.next_id = self.span_id + 1
         if parent is None:
             self.trace_id_hex, self.parent_hex, self.trace_state = f"{_random.getrandbits(128) or 1:032x}", "", ""
         else:
@@ -196,18 +130,7 @@ class StreamTrace:
         self.attributes: list[Attribute] = []
         self.error: str | None = None
         self.gen_ai: dict[str, AttributeValue] = {}  # model, provider, tokens, operation (``GEN_AI`` keys)
-        self.spans: list[otlp_wire.SpanData] = []
         self.phases: list[PhaseRecord] = []
-
-    def now(self) -> int:
-        """The time in ns since the epoch, on this stream's clock."""
-        return time.perf_counter_ns() + self.clock_offset
-
-    def next_span_id(self) -> int:
-        """Unique within the trace (see ``next_id``)."""
-        span_id = self.next_id
-        self.next_id = span_id + 1
-        return span_id
 
     def set(self, key: str, value: AttributeValue) -> None:
         """An attribute of the stream span."""
@@ -218,54 +141,55 @@ class StreamTrace:
         self.error = error_type
         self.attributes.append(("error.type", error_type))
 
-    def add(self, span: otlp_wire.SpanData) -> None:
-        """Record a finished span (``otlp_wire.SpanData``: times in ns since the epoch)."""
-        self.spans.append(span)
-
     @property
     def span_id_hex(self) -> str:
         return otlp_wire.span_id_bytes(self.span_id).hex()
 
-    def child(self, name: str, parent: AnySpan | None = None) -> AnySpan:
-        parent_id = parent.span_id if isinstance(parent, Span) else self.span_id
-        return Span(self, name, parent_id, otlp_wire.KIND_INTERNAL)
-
     def finish(self) -> None:
-        self.end_ns = self.now()
+        self.end_ns = time.perf_counter_ns() + self.clock_offset
         self._sink(self)
 
     def encode(self) -> bytes:
-        """Every span of the stream as OTLP bytes (``otlp_wire.encode_spans``)."""
-        spans = self.spans
-        for phase in self.phases:
-            self._phase_spans(phase, spans)
-        header = otlp_wire.span_header(STREAM_SPAN_NAME, otlp_wire.KIND_SERVER, self.fixed)
+        """Every span of the stream as OTLP bytes: per phase, its invariants' spans and its own (a
+        span's duration is its own), then the stream span."""
+        writer = otlp_wire.SpanWriter(bytes.fromhex(self.trace_id_hex), self.trace_state)
+        plain, span = writer.plain, writer.span
+        offset, stream_id = self.clock_offset, self.span_id
+        next_id = stream_id + 1
+        for name, start, end, verdict, enforced, error, evaluations, _ in self.phases:
+            phase_id = next_id
+            next_id += 1
+            for invariant, findings, check_start, check_end, failure in evaluations:
+                if findings or failure is not None:
+                    action = "error" if failure is not None else strongest_action(findings)
+                    header = _INVARIANT_HEADERS.get((invariant, action)) or _invariant_header(invariant, action)
+                    found = _finding_attributes(findings, failure)
+                    span(
+                        next_id,
+                        phase_id,
+                        check_start + offset,
+                        check_end + offset,
+                        header,
+                        attributes=found,
+                        error=failure,
+                    )
+                else:
+                    header = _PASSED.get(invariant) or _invariant_header(invariant, "pass")
+                    plain(header, next_id, phase_id, check_start + offset, check_end + offset)
+                next_id += 1
+            header = _PHASE_HEADERS.get((name, verdict, enforced)) or _phase_header(name, verdict, enforced)
+            if error is None:
+                plain(header, phase_id, stream_id, start + offset, end + offset)
+            else:
+                failed = (("error.type", error),)
+                span(phase_id, stream_id, start + offset, end + offset, header, attributes=failed, error=error)
         attributes = self.attributes
         if self.gen_ai:
             attributes += [(GEN_AI[key], value) for key, value in self.gen_ai.items()]
         parent_id = int.from_bytes(bytes.fromhex(self.parent_hex), "little") if self.parent_hex else None
-        spans.append((self.span_id, parent_id, self.start_ns, self.end_ns, header, attributes, self.error))
-        return otlp_wire.encode_spans(bytes.fromhex(self.trace_id_hex), spans, self.trace_state)
-
-    def _phase_spans(self, phase: PhaseRecord, spans: list[otlp_wire.SpanData]) -> None:
-        """A phase's span and one child span per invariant evaluation (durations are the spans' own)."""
-        name, start, end, verdict, enforced, error, evaluations, _ = phase
-        offset, phase_id = self.clock_offset, self.next_id
-        span_id = phase_id + 1
-        self.next_id = span_id + len(evaluations)
-        for evaluation in evaluations:
-            invariant, findings, check_start, check_end, failure = evaluation
-            action = action_of(evaluation)
-            header = _INVARIANT_HEADERS.get((invariant, action)) or _invariant_header(invariant, action)
-            found: Sequence[Attribute] = ()
-            if findings or failure is not None:
-                found = _finding_attributes(findings, failure)
-            spans.append((span_id, phase_id, check_start + offset, check_end + offset, header, found, failure))
-            span_id += 1
-        key = (name, verdict, enforced)
-        header = _PHASE_HEADERS.get(key) or _phase_header(*key)
-        attributes = () if error is None else (("error.type", error),)
-        spans.append((phase_id, self.span_id, start + offset, end + offset, header, attributes, error))
+        header = otlp_wire.span_header(STREAM_SPAN_NAME, otlp_wire.KIND_SERVER, self.fixed)
+        span(stream_id, parent_id, self.start_ns, self.end_ns, header, attributes=attributes, error=self.error)
+        return writer.encoded()
 
 
 def _score(finding: Finding) -> float:
@@ -291,6 +215,7 @@ def _finding_attributes(findings: Sequence[Finding], error: str | None) -> list[
 # Span headers (name, kind and the attributes that repeat) by invariant and action, and by phase
 # and decision: a handful each, named by the policy.
 _INVARIANT_HEADERS: dict[tuple[str, str], bytes] = {}
+_PASSED: dict[str, bytes] = {}  # the "pass" headers by invariant alone: the common case, no key tuple
 _PHASE_HEADERS: dict[tuple[str, str | None, bool], bytes] = {}
 
 
@@ -299,6 +224,8 @@ def _invariant_header(name: str, action: str) -> bytes:
     header = _INVARIANT_HEADERS[(name, action)] = otlp_wire.span_header(
         "irl.invariant." + name, otlp_wire.KIND_INTERNAL, attributes
     )
+    if action == "pass":
+        _PASSED[name] = header
     return header
 
 
@@ -327,9 +254,6 @@ class UnsampledTrace:
 
     def fail(self, error_type: str) -> None:
         pass
-
-    def child(self, name: str, parent: AnySpan | None = None) -> AnySpan:
-        return NOOP_SPAN
 
     def finish(self) -> None:
         pass

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from opentelemetry.proto.trace.v1 import trace_pb2
 
+from irl_extproc.invariants.base import Finding
 from irl_extproc.telemetry import otlp_wire
+from irl_extproc.telemetry.record import Evaluation, PhaseRecord
 from irl_extproc.telemetry.tracing import (
-    NOOP_SPAN,
     STREAM_SPAN_NAME,
     OtlpTraceExporter,
     StreamTrace,
@@ -67,39 +70,79 @@ def test_extract_reads_grpc_metadata_as_str_or_bytes() -> None:
     assert extract([("x-irl-route", "chat/v1")]) is None
 
 
-def test_stream_span_joins_the_remote_parent_and_children_nest() -> None:
+def phase(name: str, *evaluations: Evaluation, verdict: str | None = "allow", error: str | None = None) -> PhaseRecord:
+    """A phase as a stream records it: 10 µs, its evaluations inside it."""
+    start = time.perf_counter_ns()
+    return (name, start, start + 10_000, verdict, True, error, list(evaluations), None)
+
+
+def evaluation(name: str, *findings: Finding, failure: str | None = None) -> Evaluation:
+    start = time.perf_counter_ns() + 1_000
+    return (name, findings, start, start + 2_000, failure)
+
+
+PII = Finding("pii", "pii.email", "redact", "e-mail address", layer="validator", score=0.9)
+
+
+@pytest.mark.parametrize("trace_state", ["", "congo=t61rcWkgMzE"])
+def test_stream_span_joins_the_remote_parent_and_phases_and_invariants_nest(trace_state: str) -> None:
     exported: list[StreamTrace] = []
     tracer = Tracer(exported.append)
-    trace = tracer.stream(parse_traceparent(f"00-{TRACE}-{PARENT}-01"), [("irl.route", "chat/v1")])
-    with trace.child("irl.request_body") as phase:
-        with trace.child("irl.invariant.pii", phase) as check:
-            check.set("irl.action", "redact")
-        phase.set("irl.verdict", "redact")
+    trace = tracer.stream(parse_traceparent(f"00-{TRACE}-{PARENT}-01", trace_state), [("irl.route", "chat/v1")])
+    assert isinstance(trace, StreamTrace)
+    trace.phases.append(phase("request_headers", verdict=None))
+    trace.phases.append(phase("request_body", evaluation("prompt_injection"), evaluation("pii", PII), verdict="redact"))
     trace.finish()
     assert len(exported) == 1  # one export item per stream
     spans = {s.name: s for s in spans_of(exported)}
-    root, phase_span, check_span = spans[STREAM_SPAN_NAME], spans["irl.request_body"], spans["irl.invariant.pii"]
+    assert len(spans) == 5
+    root, headers, body = spans[STREAM_SPAN_NAME], spans["irl.request_headers"], spans["irl.request_body"]
+    passed, found = spans["irl.invariant.prompt_injection"], spans["irl.invariant.pii"]
     assert {s.trace_id.hex() for s in spans.values()} == {TRACE}
+    assert {s.trace_state for s in spans.values()} == {trace_state}
     assert root.parent_span_id.hex() == PARENT
     assert root.kind == trace_pb2.Span.SpanKind.SPAN_KIND_SERVER
-    assert phase_span.parent_span_id == root.span_id
-    assert check_span.parent_span_id == phase_span.span_id
-    assert len({root.span_id, phase_span.span_id, check_span.span_id}) == 3
-    assert root.start_time_unix_nano <= phase_span.start_time_unix_nano <= check_span.start_time_unix_nano
-    assert check_span.end_time_unix_nano <= phase_span.end_time_unix_nano <= root.end_time_unix_nano
+    assert headers.parent_span_id == body.parent_span_id == root.span_id
+    assert passed.parent_span_id == found.parent_span_id == body.span_id
+    assert len({s.span_id for s in spans.values()}) == 5
+    assert root.start_time_unix_nano <= body.start_time_unix_nano <= found.start_time_unix_nano
+    assert found.end_time_unix_nano <= body.end_time_unix_nano
+    assert found.end_time_unix_nano - found.start_time_unix_nano == 2_000  # each span's own duration
+    assert attributes(body) == {"irl.verdict": "redact", "irl.enforced": True}
+    assert attributes(headers) == {}
+    assert attributes(passed) == {"irl.invariant": "prompt_injection", "irl.action": "pass"}
+    assert attributes(found) == {
+        "irl.invariant": "pii",
+        "irl.action": "redact",
+        "irl.findings": 1,
+        "irl.score": 0.9,
+        "irl.rule": "pii.email",
+        "irl.layer": "validator",
+    }
+    assert attributes(root)["irl.route"] == "chat/v1"
     assert trace.trace_id_hex == TRACE
 
 
-def test_an_exception_marks_the_span_failed_with_its_type_only() -> None:
+def attributes(span: trace_pb2.Span) -> dict[str, object]:
+    values = {}
+    for pair in span.attributes:
+        kind = pair.value.WhichOneof("value")
+        values[pair.key] = getattr(pair.value, kind) if kind else None
+    return values
+
+
+def test_a_failure_marks_the_span_failed_with_its_type_only() -> None:
     exported: list[StreamTrace] = []
     trace = Tracer(exported.append).stream(None)
-    with pytest.raises(KeyError), trace.child("irl.invariant.x"):
-        raise KeyError("secret text")
+    assert isinstance(trace, StreamTrace)
+    trace.phases.append(phase("request_body", evaluation("x", failure="KeyError"), verdict="error", error="irl_oops"))
     trace.finish()
-    failed = next(s for s in spans_of(exported) if s.name == "irl.invariant.x")
-    assert failed.status.code == trace_pb2.Status.StatusCode.STATUS_CODE_ERROR
-    assert failed.status.message == "KeyError"
-    assert b"secret text" not in b"".join(trace.encode() for trace in exported)
+    spans = {s.name: s for s in spans_of(exported)}
+    for name, error in [("irl.invariant.x", "KeyError"), ("irl.request_body", "irl_oops")]:
+        assert spans[name].status.code == trace_pb2.Status.StatusCode.STATUS_CODE_ERROR
+        assert spans[name].status.message == error
+        assert attributes(spans[name])["error.type"] == error
+    assert attributes(spans["irl.invariant.x"])["irl.action"] == "error"
 
 
 def test_unsampled_and_disabled_streams_record_nothing_but_keep_the_trace_id() -> None:
@@ -107,7 +150,6 @@ def test_unsampled_and_disabled_streams_record_nothing_but_keep_the_trace_id() -
     unsampled = Tracer(exported.append).stream(parse_traceparent(f"00-{TRACE}-{PARENT}-00"))
     assert isinstance(unsampled, UnsampledTrace)
     assert unsampled.trace_id_hex == TRACE
-    assert unsampled.child("x") is NOOP_SPAN
     unsampled.finish()
     disabled = Tracer(None).stream(parse_traceparent(f"00-{TRACE}-{PARENT}-01"))
     assert isinstance(disabled, UnsampledTrace)
@@ -134,7 +176,8 @@ async def test_exporter_ships_spans_to_a_real_otlp_receiver(otlp_receiver: OtlpR
     tracer = Tracer(exporter.submit)
     for _ in range(3):
         trace = tracer.stream(parse_traceparent(f"00-{TRACE}-{PARENT}-01"))
-        trace.child("irl.request_headers").end()
+        assert isinstance(trace, StreamTrace)
+        trace.phases.append(phase("request_headers", verdict=None))
         trace.finish()
     await exporter.aclose()  # ships what is queued
     received = otlp_receiver.wait_for_spans(lambda spans: len(spans) >= 6)
