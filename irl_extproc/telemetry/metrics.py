@@ -2,12 +2,13 @@
 
 Why not the OpenTelemetry metrics SDK on the hot path: measured here, one
 ``counter.add``/``histogram.record`` costs ~11 µs, and a request records a dozen.
-``Counter.add`` and ``Histogram.record`` below are a dict lookup and an increment
-(~0.3 µs). Streams do not even do that per message: they hand each message's facts
-(``record.PhaseRecord``) to ``RouteCells.add_phase``, and ``Metrics.absorb`` aggregates them
-``ABSORB_BATCH`` at a time, through each route's cells (``RouteCells``), which are list
-increments. A timer absorbs what is left every second, and the OTLP push absorbs first, so
-a scrape is at most a second behind. Both exports read the same aggregates: a
+``Counter.add`` below is a dict lookup and an increment (~0.3 µs); ``Histogram.record``
+appends to a list, and ``Histogram.fold`` buckets what gathered in bulk. Streams do not even
+do that per message: they hand each message's facts (``record.PhaseRecord``) to
+``RouteCells.add_phase``, and these are aggregated ``ABSORB_BATCH`` at a time through each
+route's cells (``RouteCells``): list increments and appends. ``Metrics.absorb`` aggregates
+what is left and folds the histograms: a timer calls it every second, and a scrape and the
+OTLP push call it first, so a scrape is at most a second behind. Both exports read the same aggregates: a
 ``prometheus_client`` collector serves them for scraping, and ``OtlpMetricsExporter``
 pushes them (cumulative) to an OTLP collector. The names are documented in
 ``docs/metrics.md``; keep both in step.
@@ -82,28 +83,48 @@ class Histogram:
     bounds: tuple[float, ...] = LATENCY_BOUNDS
     # per label set: [count per bucket (len(bounds) + 1)..., sum, count]
     values: dict[Labels, list[float]] = field(default_factory=dict)
+    # per label set: observations not yet in ``values`` (``fold`` moves them there in bulk)
+    unfolded: dict[Labels, list[float]] = field(default_factory=dict)
 
-    def cell(self, labels: Labels) -> list[float]:
-        """The label set's cell (see ``observe``); past ``MAX_SERIES``, the overflow cell."""
-        cell = self.values.get(labels)
-        if cell is None:
+    def samples(self, labels: Labels) -> list[float]:
+        """Where the label set's observations go (``append``) until ``fold`` counts them; past
+        ``MAX_SERIES`` label sets, the overflow series'."""
+        samples = self.unfolded.get(labels)
+        if samples is None:
             if len(self.values) >= MAX_SERIES:
                 labels = (OVERFLOW,) * len(self.labels)
-            cell = self.values.setdefault(labels, [0.0] * (len(self.bounds) + 3))
-        return cell
+            self.values.setdefault(labels, [0.0] * (len(self.bounds) + 3))
+            samples = self.unfolded.setdefault(labels, [])
+        return samples
 
     def record(self, labels: Labels, value: float) -> None:
-        observe(self.cell(labels), value, self.bounds)
+        self.samples(labels).append(value)
+
+    def fold(self) -> None:
+        """Move the observations into the cells. Bucketing them one by one cost more than all the rest
+        of a metric update, so it is done in bulk, on the thread that observes, before each export."""
+        values, bounds = self.values, self.bounds
+        for labels, samples in self.unfolded.items():
+            if samples:
+                fold(values[labels], samples, bounds)
+                samples.clear()
 
     def snapshot(self) -> list[tuple[Labels, list[float]]]:
         return [(labels, list(cell)) for labels, cell in self.values.copy().items()]
 
 
-def observe(cell: list[float], value: float, bounds: tuple[float, ...] = LATENCY_BOUNDS) -> None:
-    """Add ``value`` to a histogram cell: bucket i holds (bounds[i-1], bounds[i]], then sum and count."""
-    cell[bisect.bisect_left(bounds, value)] += 1
-    cell[-2] += value
-    cell[-1] += 1
+def fold(cell: list[float], samples: list[float], bounds: tuple[float, ...] = LATENCY_BOUNDS) -> None:
+    """Add ``samples`` to a histogram cell: bucket i holds (bounds[i-1], bounds[i]], then sum and count.
+    Sorts ``samples``."""
+    samples.sort()
+    counted = 0
+    for bucket, bound in enumerate(bounds):
+        upto = bisect.bisect_right(samples, bound)
+        cell[bucket] += upto - counted
+        counted = upto
+    cell[len(bounds)] += len(samples) - counted
+    cell[-2] += sum(samples)
+    cell[-1] += len(samples)
 
 
 Instrument = Counter | Histogram
@@ -119,6 +140,7 @@ class RouteCells:
         self.streams = metrics.streams.cell((service, route))
         self._phases: dict[str, list[float]] = {}
         self._invariants: dict[tuple[str, str], tuple[list[int], list[float]]] = {}
+        self.passed: dict[str, tuple[list[int], list[float]]] = {}  # ``invariant(name, "pass")``: most results
         self._decisions: dict[tuple[str, str, bool], list[int]] = {}
 
     def add_phase(self, phase: PhaseRecord) -> None:
@@ -126,19 +148,23 @@ class RouteCells:
         self._metrics.add_phase(self, phase)
 
     def phase(self, phase: str) -> list[float]:
-        """The ``irl.phase.duration`` cell of ``phase``."""
-        cell = self._phases.get(phase)
-        if cell is None:
-            cell = self._phases[phase] = self._metrics.phase_duration.cell((self._service, self._route, phase))
-        return cell
+        """Where the ``irl.phase.duration`` observations of ``phase`` go (``Histogram.samples``)."""
+        samples = self._phases.get(phase)
+        if samples is None:
+            labels = (self._service, self._route, phase)
+            samples = self._phases[phase] = self._metrics.phase_duration.samples(labels)
+        return samples
 
     def invariant(self, name: str, action: str) -> tuple[list[int], list[float]]:
-        """The ``irl.invariant.results`` cell of (``name``, ``action``) and the duration cell of ``name``."""
+        """The ``irl.invariant.results`` cell of (``name``, ``action``), and where the
+        ``irl.invariant.duration`` observations of ``name`` go."""
         cells = self._invariants.get((name, action))
         if cells is None:
             metrics, labels = self._metrics, (self._service, self._route, name)
-            cells = (metrics.invariant_results.cell((*labels, action)), metrics.invariant_duration.cell(labels))
+            cells = (metrics.invariant_results.cell((*labels, action)), metrics.invariant_duration.samples(labels))
             self._invariants[(name, action)] = cells
+            if action == "pass":
+                self.passed[name] = cells
         return cells
 
     def count_decision(self, phase: str, verdict: str, enforced: bool, error: str | None, used: Tokens | None) -> None:
@@ -210,21 +236,31 @@ class Metrics:
         )
 
     def add_phase(self, cells: RouteCells, phase: PhaseRecord) -> None:
-        """Count one ext_proc message (aggregated with others by ``absorb``, at most ``ABSORB_BATCH`` later)."""
+        """Count one ext_proc message (aggregated with others, at most ``ABSORB_BATCH`` later)."""
         pending = self._pending
         pending.append((cells, phase))
         if len(pending) >= ABSORB_BATCH:
-            self.absorb()
+            self._aggregate()
 
     def absorb(self) -> None:
+        """Count everything recorded so far, histograms included (before an export: every second,
+        on a scrape, before an OTLP push)."""
+        self._aggregate()
+        for instrument in self.instruments:
+            if isinstance(instrument, Histogram):
+                instrument.fold()
+
+    def _aggregate(self) -> None:
         """Aggregate the messages counted since the last call: one tight loop, warm caches."""
         pending, self._pending = self._pending, []
         for cells, (phase, start, end, verdict, enforced, error, evaluations, used) in pending:
             for evaluation in evaluations:
-                count, duration = cells.invariant(evaluation[0], action_of(evaluation))
+                name, findings, check_start, check_end, failure = evaluation
+                passed = None if findings or failure is not None else cells.passed.get(name)
+                count, durations = passed or cells.invariant(name, action_of(evaluation))
                 count[0] += 1
-                observe(duration, (evaluation[3] - evaluation[2]) / 1e9)
-            observe(cells.phase(phase), (end - start) / 1e9)
+                durations.append((check_end - check_start) / 1e9)
+            cells.phase(phase).append((end - start) / 1e9)
             if verdict is not None:
                 cells.count_decision(phase, verdict, enforced, error, used)
 

@@ -109,7 +109,6 @@ class StreamTrace:
         "trace_id_hex",
         "trace_state",
     )
-    recording = True
 
     def __init__(self, sink: SpanSink, parent: Parent | None, attributes: Iterable[Attribute] = ()) -> None:
         """``attributes``: the stream span's, known at its start and repeating (service, route, ...)."""
@@ -243,7 +242,6 @@ class UnsampledTrace:
     """A stream nobody records (tracing off, or Envoy did not sample it): ids only."""
 
     __slots__ = ("trace_id_hex",)
-    recording = False
     span_id_hex = ""
 
     def __init__(self, parent: Parent | None) -> None:

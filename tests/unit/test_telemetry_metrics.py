@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import bisect
+import random
 import time
 
 import httpx
@@ -12,12 +14,14 @@ from prometheus_client.parser import text_string_to_metric_families
 from irl_extproc.telemetry import otlp_wire
 from irl_extproc.telemetry.metrics import (
     ABSORB_BATCH,
+    LATENCY_BOUNDS,
     MAX_SERIES,
     OVERFLOW,
     Counter,
     Histogram,
     Metrics,
     OtlpMetricsExporter,
+    fold,
     serve_prometheus,
 )
 from tests.conftest import REPO
@@ -34,10 +38,41 @@ def test_counter_caps_its_series() -> None:
     assert dict(counter.snapshot())[(OVERFLOW,)] == 5
 
 
+def test_histogram_caps_its_series() -> None:
+    histogram = Histogram("h", "s", "", ("model",))
+    for i in range(MAX_SERIES + 5):
+        histogram.record((f"model-{i}",), 0.001)
+    histogram.fold()
+    assert len(histogram.values) == MAX_SERIES + 1
+    assert dict(histogram.snapshot())[(OVERFLOW,)][-1] == 5
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_folding_in_bulk_counts_as_bucketing_one_by_one(seed: int) -> None:
+    rng = random.Random(seed)
+    bounds = LATENCY_BOUNDS
+    values = [
+        rng.choice([*bounds, rng.uniform(0, 2), rng.expovariate(1000), 0.0]) for _ in range(rng.randrange(1, 300))
+    ]
+    one_by_one = [0.0] * (len(bounds) + 3)
+    for value in values:
+        one_by_one[bisect.bisect_left(bounds, value)] += 1  # bucket i: (bounds[i-1], bounds[i]]
+        one_by_one[-2] += value
+        one_by_one[-1] += 1
+    cell = [0.0] * (len(bounds) + 3)
+    fold(cell, values[: len(values) // 2], bounds)
+    fold(cell, values[len(values) // 2 :], bounds)
+    assert cell[:-2] == one_by_one[:-2]
+    assert cell[-2] == pytest.approx(one_by_one[-2])  # the float sum, in another order
+    assert cell[-1] == len(values)
+
+
 def test_histogram_buckets_are_upper_inclusive() -> None:
     histogram = Histogram("h", "s", "", (), bounds=(0.001, 0.01))
     for value in (0.0005, 0.001, 0.002, 0.5):
         histogram.record((), value)
+    assert histogram.snapshot() == [((), [0.0] * 5)]  # observations are counted when folded
+    histogram.fold()
     [(_, cell)] = histogram.snapshot()
     assert cell[:3] == [2, 1, 1]  # (..0.001], (0.001..0.01], (0.01..)
     assert cell[-2] == pytest.approx(0.5035)
@@ -77,6 +112,7 @@ def recorded() -> Metrics:
     metrics.invariant_results.add(("chat", "chat/v1", "pii", "redact"))
     metrics.invariant_duration.record(("chat", "chat/v1", "pii"), 0.0003)
     metrics.tokens.add(("chat", "chat/v1", "gpt-4o-mini", "input"), 120)
+    metrics.absorb()  # as the event loop's timer does: the histogram observation is counted
     return metrics
 
 
