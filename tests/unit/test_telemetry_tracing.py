@@ -71,14 +71,15 @@ def test_extract_reads_grpc_metadata_as_str_or_bytes() -> None:
 
 
 def phase(name: str, *evaluations: Evaluation, verdict: str | None = "allow", error: str | None = None) -> PhaseRecord:
-    """A phase as a stream records it: 10 µs, its evaluations inside it."""
+    """A phase as a stream records it, starting now: 10 µs, its evaluations inside it."""
     start = time.perf_counter_ns()
-    return (name, start, start + 10_000, verdict, True, error, list(evaluations), None)
+    inside = [(check, found, start + begin, start + end, failure) for check, found, begin, end, failure in evaluations]
+    return (name, start, start + 10_000, verdict, True, error, inside, None)
 
 
 def evaluation(name: str, *findings: Finding, failure: str | None = None) -> Evaluation:
-    start = time.perf_counter_ns() + 1_000
-    return (name, findings, start, start + 2_000, failure)
+    """2 µs, its times relative to its phase's start (``phase`` places it)."""
+    return (name, findings, 1_000, 3_000, failure)
 
 
 PII = Finding("pii", "pii.email", "redact", "e-mail address", layer="validator", score=0.9)
