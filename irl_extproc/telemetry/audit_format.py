@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 
 GENESIS_HASH = "0" * 64
-CHAIN_FIELDS = ("sequence", "prev_hash", "hash")
+CHAIN_FIELDS = frozenset(("sequence", "prev_hash", "hash"))
 _CHAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _FILE_NAME = re.compile(r"^(?P<chain>[A-Za-z0-9][A-Za-z0-9_.-]{0,63})-(?P<index>\d{6,})\.jsonl$")
 _HASH_SUFFIX = re.compile(rb',"hash":"(?P<hash>[0-9a-f]{64})"\}\n?$')
@@ -74,7 +74,7 @@ def encode_record(record: Mapping[str, Any], sequence: int, prev_hash: str) -> t
     """
     if not isinstance(record, dict):
         raise TypeError("a record must be a dict")
-    if any(name in record for name in CHAIN_FIELDS):
+    if not CHAIN_FIELDS.isdisjoint(record):
         raise ValueError("a record must not set sequence/prev_hash/hash: the audit writer does")
     rest = orjson.dumps(record)
     body = b'{"sequence":%d,"prev_hash":"%s"%s%s' % (

@@ -89,7 +89,8 @@ def invariant_result(
     error: str | None = None,
 ) -> Record:
     """``error``: the exception type when the invariant itself failed."""
-    result: Record = {"invariant": name, "action": _ACTIONS[strongest_action(findings)], "duration_us": duration_us}
+    action = _ACTIONS[strongest_action(findings)] if findings else "ACTION_PASS"  # most pass
+    result: Record = {"invariant": name, "action": action, "duration_us": duration_us}
     if findings:
         result["findings"] = [finding_entry(f, conversation) for f in findings]
     if error is not None:
@@ -204,11 +205,25 @@ def action_of(evaluation: Evaluation) -> str:
 class PendingDecision:
     """A decision record's facts; calling it builds the record (the audit log does, in a batch).
 
-    The decision time is taken now. ``conversation`` is needed only to place findings;
-    ``fields`` are the rest of ``decision_fields``'s arguments.
+    The decision time is taken now. ``conversation`` is needed only to place findings; the
+    keyword arguments are ``decision_fields``'s.
     """
 
-    __slots__ = ("conversation", "enforced", "evaluations", "fields", "head", "phase", "time_ns", "verdict")
+    __slots__ = (
+        "charges",
+        "conversation",
+        "duration_us",
+        "enforced",
+        "error",
+        "evaluations",
+        "flags",
+        "head",
+        "phase",
+        "status",
+        "time_ns",
+        "usage",
+        "verdict",
+    )
 
     def __init__(
         self,
@@ -219,14 +234,18 @@ class PendingDecision:
         evaluations: list[Evaluation],
         *,
         conversation: Conversation | None = None,
-        **fields: Any,
+        status: int = 0,
+        error: str | None = None,
+        flags: Sequence[str] = (),
+        usage: Mapping[str, Any] | None = None,
+        charges: Sequence[Mapping[str, Any]] = (),
+        duration_us: int = 0,
     ) -> None:
         self.time_ns = time.time_ns()
         self.head, self.phase, self.verdict, self.enforced = head, phase, verdict, enforced
         self.evaluations, self.conversation = evaluations, conversation
-        if fields.get("charges"):
-            fields["charges"] = [dict(c) for c in fields["charges"]]  # budgets may reuse theirs
-        self.fields = fields
+        self.status, self.error, self.flags, self.usage, self.duration_us = status, error, flags, usage, duration_us
+        self.charges = [dict(c) for c in charges] if charges else ()  # budgets may reuse theirs
 
     def __call__(self) -> Record:
         conversation = self.conversation
@@ -240,8 +259,13 @@ class PendingDecision:
             self.verdict,
             self.enforced,
             results=results,
+            status=self.status,
+            error=self.error,
+            flags=self.flags,
+            usage=self.usage,
+            charges=self.charges,
+            duration_us=self.duration_us,
             time_ns=self.time_ns,
-            **self.fields,
         )
 
 
