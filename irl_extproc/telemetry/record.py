@@ -128,7 +128,7 @@ def record_head(
     tenant: str | None = None,
 ) -> Record:
     """The fields all decision records of one stream share, in record order (``time`` first, set
-    by ``decision_fields``). A stream builds it once and fills a copy per decision."""
+    by ``PendingDecision``). A stream builds it once and fills a copy per decision."""
     head: Record = {"time": ""}
     if request_id:
         head["request_id"] = request_id
@@ -140,47 +140,6 @@ def record_head(
     if tenant:
         head["tenant"] = tenant
     return head
-
-
-def decision_fields(
-    record: Record,
-    phase: str,
-    verdict: str,
-    enforced: bool,
-    *,
-    results: Sequence[Record] = (),
-    status: int = 0,
-    error: str | None = None,
-    flags: Sequence[str] = (),
-    usage: Mapping[str, Any] | None = None,
-    charges: Sequence[Mapping[str, Any]] = (),
-    duration_us: int = 0,
-    time_ns: int | None = None,
-) -> Record:
-    """Complete a copy of ``record_head`` with one decision (empty fields left out).
-
-    ``verdict`` is allow / redact / block / error; ``charges`` entries follow the
-    ``Charge`` message (budget, key, tokens, cost, currency, remaining, estimated).
-    """
-    record["time"] = rfc3339(time.time_ns() if time_ns is None else time_ns)
-    record["phase"] = phase_name(phase)
-    record["verdict"] = _VERDICTS[verdict]
-    record["enforced"] = enforced
-    if results:
-        record["results"] = list(results)
-    if status:
-        record["status"] = status
-    if error:
-        record["error"] = error
-    if flags:
-        record["flags"] = list(flags)
-    if usage:
-        record["usage"] = dict(usage)
-    if charges:
-        record["charges"] = [dict(c) for c in charges]
-    if duration_us:
-        record["duration_us"] = duration_us
-    return record
 
 
 # What a stream records as it goes, for traces, metrics and the audit trail to be built from
@@ -205,8 +164,10 @@ def action_of(evaluation: Evaluation) -> str:
 class PendingDecision:
     """A decision record's facts; calling it builds the record (the audit log does, in a batch).
 
-    The decision time is taken now. ``conversation`` is needed only to place findings; the
-    keyword arguments are ``decision_fields``'s.
+    The decision time is taken now (``time_ns``). ``verdict`` is allow / redact / block / error;
+    each evaluation becomes an invariant result (``conversation`` is needed only to place
+    findings); ``charges`` entries follow the ``Charge`` message (budget, key, tokens, cost,
+    currency, remaining, estimated).
     """
 
     __slots__ = (
@@ -248,25 +209,31 @@ class PendingDecision:
         self.charges = [dict(c) for c in charges] if charges else ()  # budgets may reuse theirs
 
     def __call__(self) -> Record:
-        conversation = self.conversation
-        results = [
-            invariant_result(name, findings, (stop - start) // 1000, conversation, error=failure)
-            for name, findings, start, stop, failure in self.evaluations
-        ]
-        return decision_fields(
-            self.head.copy(),
-            self.phase,
-            self.verdict,
-            self.enforced,
-            results=results,
-            status=self.status,
-            error=self.error,
-            flags=self.flags,
-            usage=self.usage,
-            charges=self.charges,
-            duration_us=self.duration_us,
-            time_ns=self.time_ns,
-        )
+        """The record: a copy of ``head`` completed with this decision (empty fields left out)."""
+        record = self.head.copy()
+        record["time"] = rfc3339(self.time_ns)
+        record["phase"] = phase_name(self.phase)
+        record["verdict"] = _VERDICTS[self.verdict]
+        record["enforced"] = self.enforced
+        if self.evaluations:
+            conversation = self.conversation
+            record["results"] = [
+                invariant_result(name, findings, (stop - start) // 1000, conversation, error=failure)
+                for name, findings, start, stop, failure in self.evaluations
+            ]
+        if self.status:
+            record["status"] = self.status
+        if self.error:
+            record["error"] = self.error
+        if self.flags:
+            record["flags"] = list(self.flags)
+        if self.usage:
+            record["usage"] = dict(self.usage)
+        if self.charges:
+            record["charges"] = self.charges
+        if self.duration_us:
+            record["duration_us"] = self.duration_us
+        return record
 
 
 _second_cache: tuple[int, str] = (-1, "")

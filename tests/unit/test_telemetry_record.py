@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 from google.protobuf import json_format
@@ -53,6 +54,21 @@ def head(service: str = "s", route: str = "s/r", mode: str = "enforce", **ids: s
     )
 
 
+def decided(
+    head: records.Record,
+    phase: str,
+    verdict: str,
+    *,
+    time_ns: int,
+    evaluations: tuple[records.Evaluation, ...] = (),
+    **fields: Any,
+) -> records.Record:
+    """The record a ``PendingDecision`` builds, decided at ``time_ns``."""
+    pending = records.PendingDecision(head, phase, verdict, True, list(evaluations), **fields)
+    pending.time_ns = time_ns
+    return pending()
+
+
 def full_record() -> records.Record:
     stream = head(
         "chat",
@@ -63,16 +79,16 @@ def full_record() -> records.Record:
         span_id="b7ad6b7169203331",
         tenant="team-a",
     )
-    return records.decision_fields(
+    return decided(
         stream,
         "response_body",
         "redact",
-        True,
-        results=[
-            records.invariant_result("pii", findings(), 42, conversation()),
-            records.invariant_result("deny_patterns", [], 7),
-            records.invariant_result("broken", [], 3, error="KeyError"),
-        ],
+        evaluations=(
+            ("pii", findings(), 1_000, 43_000, None),  # ns: 42 µs
+            ("deny_patterns", [], 43_000, 50_000, None),
+            ("broken", [], 50_000, 53_000, "KeyError"),
+        ),
+        conversation=conversation(),
         status=0,
         flags=["unchecked:irl_body_too_large"],
         usage=records.usage_entry(conversation()),
@@ -101,6 +117,7 @@ def test_every_field_the_builder_writes_is_in_the_proto() -> None:
     assert message.mode == decision_pb2.MODE_ENFORCE
     pii = message.results[0]
     assert pii.action == decision_pb2.ACTION_REDACT
+    assert pii.duration_us == 42
     assert [f.rule for f in pii.findings] == ["pii.email", "pii.phone"]
     assert pii.findings[0].segment_path == "choices[0].message.content"
     assert (pii.findings[0].start, pii.findings[0].end) == (5, 22)
@@ -120,9 +137,7 @@ def test_no_content_reaches_the_record() -> None:
 
 
 def test_minimal_records_leave_empty_fields_out() -> None:
-    record = records.decision_fields(
-        head(mode="monitor"), "request_headers", "error", True, error="irl_unknown_api", status=404, time_ns=0
-    )
+    record = decided(head(mode="monitor"), "request_headers", "error", error="irl_unknown_api", status=404, time_ns=0)
     assert record == {
         "time": "1970-01-01T00:00:00.000000Z",
         "service": "s",
@@ -149,7 +164,7 @@ def test_every_phase_and_verdict_name_exists_in_the_proto() -> None:
     ):
         decision_pb2.Phase.Value(records.phase_name(phase))  # ValueError if the proto lacks it
     for verdict in ("allow", "redact", "block", "error"):
-        record = records.decision_fields(head(route="r"), "request_body", verdict, True)
+        record = decided(head(route="r"), "request_body", verdict, time_ns=0)
         json_format.ParseDict(record, decision_pb2.DecisionRecord())
 
 
